@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make run` (install, index the bundled corpus, serve) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test index bench eval clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[st,test]'
+	touch $(STAMP)
+
+index: $(STAMP)
+	$(BIN)/jiangxin index --corpus corpus --index index
+
+run: index
+	$(BIN)/jiangxin search
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m eval.bench
+
+clean:
+	rm -rf $(VENV) index

@@ -1,0 +1,165 @@
+"""The ``jiangxin`` command: each command calls a library function and prints its result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from api.settings import Settings
+from indexer.errors import JiangxinError
+
+app = typer.Typer(help="Jiangxin (匠心): answers industrial questions from an innovation corpus.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="index folder (default ./index or JIANGXIN_INDEX_DIR)")]
+CorpusOpt = Annotated[Optional[Path], typer.Option("--corpus", help="corpus folder (default ./corpus or JIANGXIN_CORPUS_DIR)")]
+
+
+def settings(index: Path | None = None, corpus: Path | None = None) -> Settings:
+    values = Settings()
+    if index is not None:
+        values.index_dir = index
+    if corpus is not None:
+        values.corpus_dir = corpus
+    return values
+
+
+def fail(exc: JiangxinError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+class RichProgress:
+    """Build progress drawn as one rich bar per stage (on stderr)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = None
+
+    def stage(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[self.task].total)
+        self.task = self.progress.add_task(name, total=max(total, 1))
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+
+@app.command()
+def validate(corpus: CorpusOpt = None) -> None:
+    """List every problem in the corpus as file:line: field: reason."""
+    from indexer.records import load_corpus
+
+    values = settings(corpus=corpus)
+    load = load_corpus(values.corpus_dir)
+    for problem in load.problems:
+        typer.echo(str(problem))
+    out.print(f"{len(load.records)} valid records, {len(load.problems)} problem(s)", highlight=False)
+    if load.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def index(corpus: CorpusOpt = None, index: IndexOpt = None,
+          full: Annotated[bool, typer.Option("--full", help="ignore the previous version; re-embed unless cached")] = False,
+          skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="index the valid records, report the rest")] = False,
+          rollback: Annotated[bool, typer.Option("--rollback", help="serve the previous version again")] = False) -> None:
+    """Build a new index version from the corpus (incremental by default) and switch to it."""
+    from indexer.build import BuildOptions, build_index
+    from indexer.embedders import EmbeddingCache, load_embedder
+    from indexer.store import IndexStore
+
+    values = settings(index, corpus)
+    try:
+        if rollback:
+            version = IndexStore(values.index_dir).rollback()
+            out.print(f"rolled back: {values.index_dir} now serves version {version}", highlight=False)
+            return
+        embedder = load_embedder(values.embedder_spec())
+        cache = EmbeddingCache(values.cache_path)
+        columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, transient=False) as bars:
+            report = build_index(values.corpus_dir, values.index_dir, embedder, cache,
+                                 BuildOptions(full=full, skip_invalid=skip_invalid, exact_max=values.exact_max),
+                                 RichProgress(bars))
+    except JiangxinError as exc:
+        fail(exc)
+    for problem in report.skipped:
+        typer.echo(f"skipped: {problem}", err=True)
+    table = Table(title=f"index version {report.version}", show_header=False)
+    table.add_row("records", f"{report.records} ({report.added} added, {report.changed} changed, {report.removed} removed)")
+    table.add_row("skipped invalid", str(len(report.skipped)))
+    table.add_row("chunks", f"{report.chunks} ({report.dense_chunks} embedded for dense retrieval)")
+    table.add_row("vectors", f"{report.embedded} embedded, {report.reused_from_previous} reused from previous version, "
+                             f"{report.from_cache} from cache")
+    for stage, secs in report.seconds.items():
+        table.add_row(f"time {stage}", f"{secs:.2f}s")
+    out.print(table)
+
+
+@app.command()
+def search(question: Annotated[Optional[str], typer.Argument(help="the question; none: ask interactively")] = None,
+           index: IndexOpt = None, corpus: CorpusOpt = None,
+           mode: Annotated[str, typer.Option(help="bm25, dense or hybrid")] = "hybrid",
+           k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
+           as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
+    """Ranked records for a question (kind, id, title, score)."""
+    from indexer.embedders import load_embedder
+    from indexer.version import LiveIndex
+    from rag.retrieve import MODES, HybridRetriever
+
+    if mode not in MODES:
+        err.print(f"error: --mode must be one of {', '.join(MODES)}", highlight=False)
+        raise typer.Exit(2)
+    values = settings(index, corpus)
+    try:
+        live = LiveIndex(values.index_dir, load_embedder(values.embedder_spec()))
+        live.get()
+    except JiangxinError as exc:
+        fail(exc)
+    if question is None:
+        out.print("输入问题后回车检索；空行或 Ctrl-D 退出。", highlight=False)
+        while True:
+            try:
+                question = input("问题> ").strip()
+            except EOFError:
+                return
+            if not question:
+                return
+            _print_hits(HybridRetriever(live.get()).retrieve(question, mode, k), as_json)  # type: ignore[arg-type]
+    try:
+        hits = HybridRetriever(live.get()).retrieve(question, mode, k)  # type: ignore[arg-type]
+    except JiangxinError as exc:
+        fail(exc)
+    _print_hits(hits, as_json)
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    rows = [{"kind": h.kind, "id": h.record_id, "title": h.title, "score": round(h.score, 6)} for h in hits]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        return
+    table = Table("#", "kind", "id", "title", "score")
+    for n, row in enumerate(rows, start=1):
+        table.add_row(str(n), row["kind"], row["id"], row["title"], f"{row['score']:.4f}")
+    out.print(table)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

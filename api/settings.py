@@ -1,0 +1,35 @@
+"""All configuration in one place, read at the edge (CLI, server) and passed down as values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from indexer.embedders import EmbedderSpec
+
+
+class Settings(BaseSettings):
+    """Settings from ``JIANGXIN_*`` environment variables or a ``jiangxin.env`` file; CLI flags override."""
+
+    model_config = SettingsConfigDict(env_prefix="JIANGXIN_", env_file="jiangxin.env", extra="ignore")
+
+    index_dir: Path = Path("index")
+    corpus_dir: Path = Path("corpus")
+    database_url: str = "sqlite:///jiangxin.db"
+    embedder: str = "e5-small"
+    embedder_allow_hub: bool = False
+    embedder_query_prefix: str = ""
+    embedder_passage_prefix: str = ""
+    cache_path: Path = Path.home() / ".cache" / "jiangxin" / "embeddings.sqlite3"
+    exact_max: int = 200_000
+    answer_threshold: float | None = None
+    cross_encoder: str | None = None
+    generator_url: str | None = None
+    generator_model: str = "gpt-4o-mini"
+    generator_key: str | None = None
+    generator_timeout: float = 20.0
+    max_body_bytes: int = 64 * 1024
+
+    def embedder_spec(self) -> EmbedderSpec:
+        return EmbedderSpec(self.embedder, self.embedder_allow_hub, self.embedder_query_prefix, self.embedder_passage_prefix)

@@ -1,0 +1,85 @@
+"""Split records into passages: sentence-aware, bounded length, one sentence of overlap.
+
+Every record yields one *head* chunk (its title and lead: what dense retrieval embeds) and body chunks
+over its full text (what BM25 indexes and answers quote). A chunk keeps its parent record id and kind.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from indexer.records import Record, StandardQuestion
+
+MAX_CHARS = 240
+HEAD_CHARS = 200
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of one record. ``role`` is head, alias (a standard question's paraphrase) or body."""
+
+    chunk_id: str
+    record_id: str
+    kind: str
+    title: str
+    role: str
+    text: str
+
+    @property
+    def dense(self) -> bool:
+        """Whether the dense index embeds this chunk (heads and aliases: short and representative)."""
+        return self.role in ("head", "alias")
+
+    @property
+    def indexed_text(self) -> str:
+        """What BM25 tokenises: body chunks carry their record's title for context."""
+        return self.text if self.role != "body" else f"{self.title}。{self.text}"
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text`` with their closing punctuation; over-long sentences cut at MAX_CHARS."""
+    out: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        sentence = sentence.strip()
+        while len(sentence) > MAX_CHARS:
+            out.append(sentence[:MAX_CHARS])
+            sentence = sentence[MAX_CHARS:]
+        if sentence:
+            out.append(sentence)
+    return out
+
+
+def pack(sentences: list[str], max_chars: int = MAX_CHARS) -> list[str]:
+    """Greedy packing of sentences into passages of at most ``max_chars``, overlapping by one sentence."""
+    passages: list[str] = []
+    current: list[str] = []
+    size = 0
+    for sentence in sentences:
+        if current and size + len(sentence) > max_chars:
+            passages.append("".join(current))
+            overlap = current[-1] if len(current) > 1 and len(current[-1]) + len(sentence) <= max_chars else None
+            current, size = ([overlap], len(overlap)) if overlap else ([], 0)
+        current.append(sentence)
+        size += len(sentence)
+    if current:
+        passages.append("".join(current))
+    return passages
+
+
+def chunk(record: Record) -> list[Chunk]:
+    """All chunks of one record, in reading order, with ids ``<record id>#<n>``."""
+    title = record.title
+    texts: list[tuple[str, str]] = [("head", record.head()[:HEAD_CHARS])]
+    if isinstance(record, StandardQuestion):
+        texts.extend(("alias", alias) for alias in record.aliases)
+    sentences: list[str] = []
+    for section in record.sections():
+        sentences.extend(split_sentences(section))
+    texts.extend(("body", passage) for passage in pack(sentences))
+    return [
+        Chunk(f"{record.id}#{n}", record.id, record.kind, title, role, text)
+        for n, (role, text) in enumerate(texts)
+        if text.strip()
+    ]

