@@ -156,6 +156,57 @@ def _print_hits(hits, as_json: bool) -> None:
     out.print(table)
 
 
+@app.command("eval")
+def eval_command(
+    beir: Annotated[Optional[Path], typer.Option("--beir", help="BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels.tsv)")] = None,
+    mode: Annotated[str, typer.Option(help="bm25, dense, hybrid or all")] = "all",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="report folder")] = None,
+    distractors: Annotated[Optional[list[Path]], typer.Option("--distractors", help="extra corpora mixed in")] = None,
+    max_queries: Annotated[Optional[int], typer.Option("--max-queries", help="deterministic sample of queries")] = None,
+    corpus: CorpusOpt = None,
+) -> None:
+    """Evaluate retrieval on a BEIR folder against the baselines; write report.json, report.md and plots."""
+    from eval.datasets import load_beir
+    from eval.report import write_report
+    from eval.run import ALL_MODES, evaluate_retrieval, report_dict
+    from indexer.embedders import EmbeddingCache, load_embedder
+
+    values = settings(corpus=corpus)
+    if beir is None:
+        err.print("error: give --beir DIR (a BEIR-layout folder, e.g. eval/sample or ../shared/eval/cmrc2018)")
+        raise typer.Exit(2)
+    modes = ALL_MODES if mode == "all" else (mode,)
+    if any(m not in ALL_MODES for m in modes):
+        err.print(f"error: --mode must be one of {', '.join(ALL_MODES)} or all")
+        raise typer.Exit(2)
+    if not beir.exists():
+        typer.echo(f"skipped: data set {beir} is not on this machine", err=True)
+        return
+    try:
+        dataset = load_beir(beir, max_queries)
+        for note in dataset.skipped:
+            typer.echo(note, err=True)
+        embedder = load_embedder(values.embedder_spec())
+        columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err) as bars:
+            task = bars.add_task("queries", total=len(dataset.judged()))
+            result = evaluate_retrieval(dataset, embedder, EmbeddingCache(values.cache_path), values.corpus_dir, modes,
+                                        distractors or (), on_query=lambda: bars.advance(task))
+    except JiangxinError as exc:
+        fail(exc)
+    report = report_dict(result)
+    target = out_dir or Path("eval") / "reports" / dataset.name
+    latencies = {name: run.latencies_ms for name, run in result.systems.items()}
+    written = write_report(report, target, latencies)
+    table = Table("system", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10", "p50 ms", "p95 ms", title=f"{dataset.name}: {report['queries']} queries")
+    for group in ("modes", "baselines"):
+        for name, f in report[group].items():
+            table.add_row(name if group == "modes" else f"baseline: {name}", *(f"{f[m]:.3f}" for m in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")),
+                          f"{f['latency_ms_p50']:.1f}", f"{f['latency_ms_p95']:.1f}")
+    out.print(table)
+    out.print(f"report: {', '.join(str(p) for p in written)}", highlight=False)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -184,17 +184,44 @@ class Craftsman(Record):
         return [self.bio]
 
 
+class Passage(Record):
+    """A generic text passage (knowledge items, evaluation corpora): optional title and a text."""
+
+    kind: ClassVar[str] = "passage"
+    title_: str = Field(default="", alias="title")
+    text: Text
+    trade: str = ""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def title(self) -> str:
+        return self.title_ or self.text[:30]
+
+    @property
+    def trades(self) -> list[str]:
+        return [self.trade] if self.trade else []
+
+    def head(self) -> str:
+        return f"{self.title_}。{self.text}" if self.title_ else self.text
+
+    def sections(self) -> list[str]:
+        return [self.text]
+
+
 KINDS: dict[str, type[Record]] = {
     "achievement": Achievement,
     "course": Course,
     "standard_question": StandardQuestion,
     "craftsman": Craftsman,
+    "passage": Passage,
 }
 FILES: dict[str, str] = {
     "achievements.jsonl": "achievement",
     "courses.jsonl": "course",
     "standard_questions.jsonl": "standard_question",
     "craftsmen.jsonl": "craftsman",
+    "passages.jsonl": "passage",
 }
 FILE_OF_KIND: dict[str, str] = {kind: name for name, kind in FILES.items()}
 

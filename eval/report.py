@@ -1,0 +1,132 @@
+"""Write an evaluation report: ``report.json`` (stable keys), ``report.md`` and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from indexer.store import atomic_write_text  # noqa: E402
+
+METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "latency_ms_p50", "latency_ms_p95")
+
+
+def systems(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    rows = {name: figures for name, figures in report.get("modes", {}).items()}
+    rows.update({f"baseline: {name}": figures for name, figures in report.get("baselines", {}).items()})
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# Retrieval evaluation: {report['dataset']}", "",
+             f"{report['documents']} documents (+{report['distractor_documents']} distractors), "
+             f"{report['queries']} judged queries. Machine: {report['machine']['cpu']}, "
+             f"{report['machine']['cores']} cores, Python {report['machine']['python']}.", "",
+             "| system | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    for name, figures in systems(report).items():
+        lines.append(f"| {name} | " + " | ".join(f"{figures.get(m, 0):.3f}" if "latency" not in m else f"{figures.get(m, 0):.1f}" for m in METRICS) + " |")
+    if report.get("by_type"):
+        lines += ["", "## MRR@10 by query type", "", "| type | " + " | ".join(report["recall_curves"]) + " |",
+                  "|---" * (len(report["recall_curves"]) + 1) + "|"]
+        for qtype, per in report["by_type"].items():
+            lines.append(f"| {qtype} | " + " | ".join(f"{per.get(s, {}).get('mrr@10', 0):.3f}" for s in report["recall_curves"]) + " |")
+    build = report.get("index", {})
+    if build.get("seconds"):
+        lines += ["", "## Index build", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {stage} | {secs:.2f} |" for stage, secs in build["seconds"].items()]
+        lines += ["", f"{build.get('chunks')} chunks, {build.get('dense_chunks')} embedded for dense retrieval "
+                      f"({build.get('embedded')} newly embedded, {build.get('from_cache')} from the embedding cache)."]
+    answers = report.get("answers")
+    if answers:
+        lines += ["", "## Answer or escalate", "", f"At the default threshold {answers['threshold']:.3f}: precision "
+                  f"{answers['precision']:.3f}, coverage {answers['coverage']:.3f}, out-of-domain escalated "
+                  f"{answers.get('ood_escalated', 0):.3f} ({answers.get('ood_questions', 0)} questions)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_recall(report: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, curve in report["recall_curves"].items():
+        ks = [int(k) for k in curve]
+        ax.plot(ks, list(curve.values()), marker="o", label=name, linestyle="--" if name.startswith("baseline") else "-")
+    ax.set_xscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k")
+    ax.set_title(f"Recall at k — {report['dataset']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latency(latencies: dict[str, list[float]], title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, values in latencies.items():
+        if values:
+            ax.hist(values, bins=40, alpha=0.5, label=name)
+    ax.set_xlabel("latency per query (ms)")
+    ax.set_ylabel("queries")
+    ax.set_title(f"Query latency — {title}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_precision_coverage(curve: list[dict[str, float]], path: Path, threshold: float | None = None) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ts = [p["threshold"] for p in curve]
+    ax.plot(ts, [p["precision"] for p in curve], label="precision of automatic answers")
+    ax.plot(ts, [p["coverage"] for p in curve], label="coverage of answerable questions")
+    if threshold is not None:
+        ax.axvline(threshold, color="grey", linestyle=":", label=f"default threshold {threshold:.2f}")
+    ax.set_xlabel("confidence threshold")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(bins: list[dict[str, float]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    xs = [b["confidence"] for b in bins if b["count"]]
+    ys = [b["accuracy"] for b in bins if b["count"]]
+    ax.plot(xs, ys, marker="o", label="observed share right")
+    ax.set_xlabel("predicted confidence")
+    ax.set_ylabel("share right")
+    ax.set_title("Reliability of confidence")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], out: Path, latencies: dict[str, list[float]] | None = None) -> list[Path]:
+    """Write JSON, Markdown and the plots that the report's content allows; return the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.json", out / "report.md"]
+    atomic_write_text(written[0], json.dumps(report, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(written[1], markdown(report))
+    if report.get("recall_curves"):
+        plot_recall(report, out / "recall_at_k.png")
+        written.append(out / "recall_at_k.png")
+    if latencies:
+        plot_latency(latencies, report["dataset"], out / "latency.png")
+        written.append(out / "latency.png")
+    answers = report.get("answers")
+    if answers and answers.get("curve"):
+        plot_precision_coverage(answers["curve"], out / "precision_coverage.png", answers.get("threshold"))
+        written.append(out / "precision_coverage.png")
+    if answers and answers.get("reliability"):
+        plot_reliability(answers["reliability"], out / "reliability.png")
+        written.append(out / "reliability.png")
+    return written
