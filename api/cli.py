@@ -207,6 +207,141 @@ def eval_command(
     out.print(f"report: {', '.join(str(p) for p in written)}", highlight=False)
 
 
+@app.command()
+def ask(question: str, asker: Annotated[str, typer.Option(help="who asks (enterprise id)")] = "cli",
+        index: IndexOpt = None, corpus: CorpusOpt = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON object")] = False) -> None:
+    """Answer a question with sources and confidence, or escalate it to a craftsman."""
+    from api.wiring import make_engine
+
+    try:
+        result = make_engine(settings(index, corpus)).ask(question, asker)
+    except JiangxinError as exc:
+        fail(exc)
+    data = result.to_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+        return
+    if data["status"] == "answered":
+        label = "标准答案" if data["standard"] else "答案"
+        out.print(f"[bold]{label}[/bold]（置信度 {data['confidence']:.2f}）", highlight=False)
+        out.print(data["answer"], highlight=False, markup=False)
+        for src in data["sources"]:
+            out.print(f"[{src['n']}] {src['kind']} {src['id']} {src['title']}", highlight=False, markup=False)
+        for key, label in (("courses", "推荐课程"), ("achievements", "相关成果"), ("craftsmen", "相关工匠")):
+            if data["related"].get(key):
+                out.print(f"{label}: " + "；".join(f"{r['title']} ({r['id']})" for r in data["related"][key]), highlight=False, markup=False)
+    else:
+        ticket = data["ticket"]
+        out.print(f"置信度 {data['confidence']:.2f} 低于阈值，已转交工匠：工单 {ticket['id']}", highlight=False)
+        out.print("路由给：" + "、".join(f"{r['name']} ({r['id']})" for r in ticket["routed_to"]), highlight=False)
+
+
+queue_app = typer.Typer(help="The craftsman ticket queue: list, show, claim, release, answer, publish, close.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+
+
+def _queue(index: Path | None = None, corpus: Path | None = None):
+    from api.wiring import make_engine
+
+    return make_engine(settings(index, corpus))
+
+
+def _print_ticket(ticket, as_json: bool) -> None:
+    data = ticket.to_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+        return
+    out.print(f"{data['id']} [{data['status']}] {data['question']}", highlight=False, markup=False)
+    out.print("routed to: " + ", ".join(f"{r['name']} ({r['id']})" for r in data["routed_to"]), highlight=False, markup=False)
+    if data["answer"]:
+        out.print(f"answer by {data['answered_by']}: {data['answer']}", highlight=False, markup=False)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+@queue_app.command("list")
+def queue_list(status: Annotated[Optional[str], typer.Option(help="open, claimed, answered, published, closed")] = None,
+               craftsman: Annotated[Optional[str], typer.Option(help="only tickets routed to / held by this craftsman id")] = None,
+               as_json: JsonOpt = False, index: IndexOpt = None) -> None:
+    """List tickets."""
+    try:
+        tickets = _queue(index).queue.list(status=status, craftsman=craftsman)
+    except JiangxinError as exc:
+        fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps([t.to_dict() for t in tickets], ensure_ascii=False) + "\n")
+        return
+    table = Table("id", "status", "question", "routed to", "confidence")
+    for t in tickets:
+        table.add_row(t.id, t.status, t.question[:40], ", ".join(r.craftsman_id for r in t.routes), f"{t.confidence:.2f}")
+    out.print(table)
+
+
+@queue_app.command("show")
+def queue_show(ticket_id: str, as_json: JsonOpt = False, index: IndexOpt = None) -> None:
+    """Show one ticket with its context and routing."""
+    try:
+        _print_ticket(_queue(index).queue.get(ticket_id), as_json)
+    except JiangxinError as exc:
+        fail(exc)
+
+
+@queue_app.command("claim")
+def queue_claim(ticket_id: str, craftsman: Annotated[str, typer.Option(help="craftsman id")], as_json: JsonOpt = False,
+                index: IndexOpt = None) -> None:
+    """Claim an open ticket for a craftsman."""
+    try:
+        engine = _queue(index)
+        record = engine.live.get().records.get(craftsman)
+        _print_ticket(engine.queue.claim(ticket_id, craftsman, getattr(record, "trades", [])), as_json)
+    except JiangxinError as exc:
+        fail(exc)
+
+
+@queue_app.command("release")
+def queue_release(ticket_id: str, craftsman: Annotated[str, typer.Option(help="craftsman id")], as_json: JsonOpt = False,
+                  index: IndexOpt = None) -> None:
+    """Give a claimed ticket back to the open pool."""
+    try:
+        _print_ticket(_queue(index).queue.release(ticket_id, craftsman), as_json)
+    except JiangxinError as exc:
+        fail(exc)
+
+
+@queue_app.command("answer")
+def queue_answer(ticket_id: str, answer: str, craftsman: Annotated[str, typer.Option(help="craftsman id")],
+                 as_json: JsonOpt = False, index: IndexOpt = None) -> None:
+    """Answer a ticket the craftsman has claimed."""
+    try:
+        _print_ticket(_queue(index).queue.answer(ticket_id, craftsman, answer), as_json)
+    except JiangxinError as exc:
+        fail(exc)
+
+
+@queue_app.command("publish")
+def queue_publish(ticket_id: str, as_json: JsonOpt = False, index: IndexOpt = None, corpus: CorpusOpt = None) -> None:
+    """Publish an answered ticket: it becomes a standard question and is indexed at once."""
+    try:
+        ticket, report = _queue(index, corpus).publish(ticket_id)
+    except JiangxinError as exc:
+        fail(exc)
+    _print_ticket(ticket, as_json)
+    if not as_json:
+        out.print(f"indexed as {ticket.published_record} in version {report.version} ({report.seconds['total']:.1f}s)", highlight=False)
+
+
+@queue_app.command("close")
+def queue_close(ticket_id: str, reason: Annotated[str, typer.Option(help="why it is closed")], as_json: JsonOpt = False,
+                index: IndexOpt = None) -> None:
+    """Close a ticket without publishing, with a reason."""
+    try:
+        _print_ticket(_queue(index).queue.close(ticket_id, reason), as_json)
+    except JiangxinError as exc:
+        fail(exc)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -72,6 +72,14 @@ class BM25Index:
         np.cumsum(df.astype(np.int64), out=indptr[1:])
         return cls(vocab, indptr, docs[order], weights[order], n_docs, avgdl, params)
 
+    def idf(self, term: str) -> float:
+        """Okapi idf of ``term`` from its document frequency (0 for unknown terms; no epsilon floor)."""
+        tid = self.vocab.get(term)
+        if tid is None:
+            return 0.0
+        df = float(self.indptr[tid + 1] - self.indptr[tid])
+        return max(math.log(self.n_docs - df + 0.5) - math.log(df + 0.5), 0.0)
+
     def scores(self, query: Sequence[str]) -> np.ndarray:
         """Scores of every document for ``query`` (a repeated term counts again, as in rank-bm25)."""
         scores = np.zeros(self.n_docs, dtype=np.float64)

@@ -61,6 +61,13 @@ class IndexVersion:
         for row, c in enumerate(self.chunks):
             self.chunk_rows_of.setdefault(c.record_id, []).append(row)
 
+    def head_vector(self, record_id: str) -> np.ndarray | None:
+        """The dense vector of a record's head chunk (its profile, for craftsmen)."""
+        for row in self.chunk_rows_of.get(record_id, []):
+            if self.chunks[row].role == "head":
+                return self.vectors.index.reconstruct(row)
+        return None
+
     def search_bm25(self, question: str, k: int) -> list[tuple[int, float]]:
         rows, scores = self.bm25.search(self.tokenizer.tokenize(question), k)
         return [(int(r), float(s)) for r, s in zip(rows, scores)]

@@ -1,0 +1,18 @@
+"""Builds the engine and its parts from ``Settings`` (shared by the CLI and the HTTP server)."""
+
+from __future__ import annotations
+
+from api.settings import Settings
+from indexer.embedders import EmbeddingCache, load_embedder
+from indexer.version import LiveIndex
+from rag.db import connect
+from rag.engine import Engine, EngineConfig
+from rag.escalate import TicketQueue
+
+
+def make_engine(settings: Settings) -> Engine:
+    embedder = load_embedder(settings.embedder_spec())
+    live = LiveIndex(settings.index_dir, embedder)
+    queue = TicketQueue(connect(settings.database_url))
+    config = EngineConfig(settings.corpus_dir, settings.index_dir, settings.answer_threshold)
+    return Engine(live, queue, config, EmbeddingCache(settings.cache_path))

@@ -1,0 +1,96 @@
+"""Calibrated confidence that the top answer is right: logistic regression (Platt scaling) over a few
+features of the ranked list, fitted on labelled answerable and unanswerable questions.
+
+Fitted with ``jiangxin fit`` and stored beside the index as ``calibration.json`` (with the model id it
+was fitted for); a copy fitted on the bundled sample ships in ``rag/models/`` as the default.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.rank import MODELS, Scored
+
+CONF_FEATURES = ("top_score", "margin", "dense_cos", "bm25_rel", "bm25_cover", "agree", "sq_sim", "title_match")
+
+
+def confidence_features(ranked: list[Scored]) -> np.ndarray:
+    """Features of a ranked list that say how sure the top answer is."""
+    if not ranked or not ranked[0].features:
+        return np.zeros(len(CONF_FEATURES))
+    top = ranked[0]
+    second = ranked[1].score if len(ranked) > 1 and np.isfinite(ranked[1].score) else top.score - 1.0
+    f = top.features
+    return np.array([top.score, top.score - second, f["dense_cos"], f["bm25_rel"], f["bm25_cover"], f["agree"],
+                     f["sq_sim"], f["title_match"]], dtype=np.float64)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """L2-regularised logistic regression by Newton's method on standardised features.
+
+    Returns (weights, bias, mean, scale) so that p = sigmoid(((x - mean) / scale) @ weights + bias).
+    """
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    beta = np.zeros(z.shape[1])
+    reg = np.full(z.shape[1], l2)
+    reg[-1] = 0.0
+    for _ in range(iterations):
+        p = _sigmoid(z @ beta)
+        gradient = z.T @ (p - y) + reg * beta
+        hessian = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(z.shape[1])
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return beta[:-1], float(beta[-1]), mean, scale
+
+
+@dataclass
+class Calibrator:
+    weights: list[float]
+    bias: float
+    mean: list[float]
+    scale: list[float]
+    threshold: float = 0.5
+    model_id: str = ""
+    fitted_on: str = ""
+
+    def confidence(self, features: np.ndarray) -> float:
+        z = (np.asarray(features) - np.asarray(self.mean)) / np.asarray(self.scale)
+        return float(_sigmoid(np.array(z @ np.asarray(self.weights) + self.bias)))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, **meta) -> "Calibrator":
+        w, b, mean, scale = fit_logistic(x, y)
+        return cls(w.tolist(), b, mean.tolist(), scale.tolist(), **meta)
+
+    def save(self, path: Path) -> None:
+        from indexer.store import atomic_write_text
+
+        atomic_write_text(path, json.dumps(asdict(self), ensure_ascii=False, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Calibrator":
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def load_calibrator(index_dir: Path, model_id: str) -> Calibrator:
+    """The calibration fitted for this index (``<index>/calibration.json``), else the shipped default."""
+    for path in (Path(index_dir) / "calibration.json", MODELS / "calibration.json"):
+        if path.exists():
+            calibrator = Calibrator.load(path)
+            if not calibrator.model_id or calibrator.model_id == model_id:
+                return calibrator
+    return Calibrator([0.0] * len(CONF_FEATURES), -2.0, [0.0] * len(CONF_FEATURES), [1.0] * len(CONF_FEATURES), 0.9,
+                      model_id, "uncalibrated: nothing is answered automatically until `jiangxin fit` runs")

@@ -1,0 +1,136 @@
+"""Ranking after fusion: a linear model over cheap, explainable features of each candidate record.
+
+Features: the two retrievers' reciprocal ranks and scores, their agreement, BM25 coverage of the
+question's terms, question-to-standard-question similarity (character bigrams over the question and
+its aliases), title/keyword matches, model-number matches and the record kind. Weights live in a
+small JSON file (``rag/models/ranker.json``) fitted with ``jiangxin fit`` on the labelled sample set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer.records import StandardQuestion
+from indexer.text import normalise
+from indexer.version import IndexVersion
+from rag.retrieve import Candidate
+
+MODELS = Path(__file__).resolve().parent / "models"
+FEATURES = ("rr_bm25", "rr_dense", "bm25_rel", "bm25_cover", "dense_cos", "agree", "sq_sim", "title_match",
+            "code_match", "is_sq", "is_course", "is_craftsman")
+_CODE = re.compile(r"[a-z]*\d+[a-z0-9.\-/]*|[a-z]+-?\d+[a-z0-9.\-/]*", re.IGNORECASE)
+_DIGIT = re.compile(r"\d")
+
+
+def bigrams(text: str) -> set[str]:
+    text = re.sub(r"[\W_]+", "", normalise(text))
+    return {text[i:i + 2] for i in range(len(text) - 1)} or ({text} if text else set())
+
+
+def dice(a: set[str], b: set[str]) -> float:
+    return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
+
+
+@dataclass
+class Scored:
+    """A candidate with its ranking features and score."""
+
+    candidate: Candidate
+    features: dict[str, float]
+    score: float = 0.0
+    sq_sim: float = 0.0
+
+
+@dataclass
+class RankerWeights:
+    weights: dict[str, float] = field(default_factory=dict)
+    bias: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "RankerWeights":
+        path = path or MODELS / "ranker.json"
+        if not path.exists():
+            return cls(DEFAULT_WEIGHTS, 0.0)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(data["weights"], data.get("bias", 0.0))
+
+
+DEFAULT_WEIGHTS = {"rr_bm25": 1.0, "rr_dense": 1.0, "bm25_rel": 0.5, "dense_cos": 1.0, "agree": 0.3, "sq_sim": 1.0,
+                   "title_match": 0.3, "code_match": 0.3, "is_craftsman": -1.0}
+
+
+@dataclass
+class QueryContext:
+    """What every candidate's features need from the question, computed once."""
+
+    text: str
+    terms: list[str]
+    term_weight: dict[str, float]
+    total_weight: float
+    codes: set[str]
+    grams: set[str]
+
+
+class Ranker:
+    """Scores fused candidates with a linear model; best first."""
+
+    def __init__(self, version: IndexVersion, weights: RankerWeights | None = None) -> None:
+        self.version = version
+        self.weights = weights or RankerWeights.load()
+
+    def context(self, question: str) -> QueryContext:
+        terms = list(dict.fromkeys(self.version.tokenizer.tokenize(question)))
+        weights = {t: self.version.bm25.idf(t) for t in terms}
+        codes = {c.lower() for c in _CODE.findall(normalise(question)) if _DIGIT.search(c) and len(c) >= 3}
+        k1 = self.version.bm25.params.k1
+        return QueryContext(question, terms, weights, sum(weights.values()) * (k1 + 1), codes, bigrams(question))
+
+    def features(self, ctx: QueryContext, cand: Candidate) -> tuple[dict[str, float], float]:
+        record = self.version.records.get(cand.record_id)
+        title = cand.title
+        keywords = " ".join(getattr(record, "keywords", []) or []) if record else ""
+        full = normalise(" ".join([title, keywords, *(record.sections() if record else [])]))
+        sq_sim = 0.0
+        if isinstance(record, StandardQuestion):
+            sq_sim = max(dice(ctx.grams, bigrams(q)) for q in [record.question, *record.aliases])
+        head = normalise(f"{title} {keywords}")
+        matched = sum(w for t, w in ctx.term_weight.items() if t in head)
+        covered = sum(w for t, w in ctx.term_weight.items() if t in full)
+        total = sum(ctx.term_weight.values()) or 1.0
+        f = {
+            "rr_bm25": 1.0 / cand.bm25_rank if cand.bm25_rank else 0.0,
+            "rr_dense": 1.0 / cand.dense_rank if cand.dense_rank else 0.0,
+            "bm25_rel": min(cand.bm25_score / ctx.total_weight, 1.0) if ctx.total_weight > 0 else 0.0,
+            "bm25_cover": covered / total,
+            "dense_cos": cand.dense_score,
+            "agree": 1.0 if cand.bm25_rank and cand.dense_rank and max(cand.bm25_rank, cand.dense_rank) <= 5 else 0.0,
+            "sq_sim": sq_sim,
+            "title_match": matched / total,
+            "code_match": (sum(1 for c in ctx.codes if c in full) / len(ctx.codes)) if ctx.codes else 0.0,
+            "is_sq": 1.0 if cand.kind == "standard_question" else 0.0,
+            "is_course": 1.0 if cand.kind == "course" else 0.0,
+            "is_craftsman": 1.0 if cand.kind == "craftsman" else 0.0,
+        }
+        return f, sq_sim
+
+    def rank(self, question: str, candidates: list[Candidate], depth: int = 30) -> list[Scored]:
+        """Re-score the top ``depth`` fused candidates; the rest keep their fused order after them."""
+        ctx = self.context(question)
+        w = self.weights
+        scored = []
+        for cand in candidates[:depth]:
+            features, sq_sim = self.features(ctx, cand)
+            score = w.bias + sum(w.weights.get(name, 0.0) * value for name, value in features.items())
+            scored.append(Scored(cand, features, score, sq_sim))
+        scored.sort(key=lambda s: (-s.score, s.candidate.record_id))
+        tail = [Scored(c, {}, float("-inf")) for c in candidates[depth:]]
+        return scored + tail
+
+
+def feature_matrix(rows: list[Scored]) -> np.ndarray:
+    return np.array([[s.features.get(name, 0.0) for name in FEATURES] for s in rows], dtype=np.float64)

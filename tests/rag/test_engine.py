@@ -1,0 +1,127 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from indexer.build import build_index
+from indexer.errors import Conflict, Forbidden
+from indexer.version import LiveIndex
+from rag.db import connect
+from rag.engine import Engine, EngineConfig, InvalidQuestion
+from rag.escalate import TicketQueue
+
+
+def make_engine(corpus, index, db_url, embedder, cache, threshold=None):
+    live = LiveIndex(index, embedder)
+    return Engine(live, TicketQueue(connect(db_url)), EngineConfig(corpus, index, threshold), cache)
+
+
+@pytest.fixture
+def engine(mini_corpus, tmp_path, embedder, cache):
+    build_index(mini_corpus, tmp_path / "index", embedder, cache)
+    return make_engine(mini_corpus, tmp_path / "index", f"sqlite:///{tmp_path / 'q.db'}", embedder, cache, threshold=0.99)
+
+
+def test_standard_question_is_answered_verbatim(engine):
+    result = engine.ask("FANUC系统出现SV0401报警如何处理", "ent-a")
+    data = result.to_dict()
+    assert data["status"] == "answered" and data["standard"]
+    assert data["answer"].startswith("SV0401表示伺服VRDY信号断开")
+    assert [s["id"] for s in data["sources"]] == ["sq-m-3"]
+
+
+def test_low_confidence_question_escalates_to_a_matching_craftsman(engine):
+    result = engine.ask("不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办", "ent-a")
+    assert result.status == "escalated" and result.answer is None
+    ticket = result.ticket
+    assert ticket.status == "open" and ticket.routes[0].craftsman_id == "cm-m-2"  # 李红: 焊接, 不锈钢氩弧焊
+    assert ticket.context and all(c["id"] in engine.live.get().records for c in ticket.context)
+    assert result.confidence < 0.99
+
+
+def test_same_question_from_same_asker_returns_same_ticket(engine):
+    first = engine.ask("铝合金薄板焊接变形太大怎么控制", "ent-a").ticket
+    again = engine.ask("  铝合金薄板焊接变形太大怎么控制 ", "ent-a").ticket
+    other = engine.ask("铝合金薄板焊接变形太大怎么控制", "ent-b").ticket
+    assert first.id == again.id and other.id != first.id
+    assert len(engine.queue.list()) == 2
+
+
+def test_full_loop_craftsman_answer_is_published_and_answers_the_next_asker(engine):
+    question = "不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办"
+    ticket = engine.ask(question, "ent-a").ticket
+    craftsman = ticket.routes[0].craftsman_id
+    engine.queue.claim(ticket.id, craftsman)
+    with pytest.raises(Conflict):
+        engine.queue.claim(ticket.id, "cm-m-1", ["焊接"])
+    answer = "1. 管内充氩保护，流量8-10L/min，提前5分钟置换；2. 采用背面成型保护剂；3. 控制层间温度不超过150℃。"
+    engine.queue.answer(ticket.id, craftsman, answer)
+    published, report = engine.publish(ticket.id)
+    assert published.status == "published" and report.added == 1 and report.embedded <= 2
+    again = engine.ask(question, "ent-c").to_dict()
+    assert again["status"] == "answered" and again["standard"] and again["answer"] == answer
+    assert again["sources"][0]["id"] == published.published_record
+    record = engine.live.get().records[published.published_record]
+    assert record.extra["craftsman"] == craftsman and record.extra["ticket"] == ticket.id
+
+
+def test_ticket_life_cycle_refuses_out_of_order_steps(engine):
+    ticket = engine.ask("铸铁件加工表面崩边怎么办", "ent-a").ticket
+    with pytest.raises(Conflict):
+        engine.queue.answer(ticket.id, ticket.routes[0].craftsman_id, "先答")
+    with pytest.raises(Forbidden):
+        engine.queue.claim(ticket.id, "cm-nobody", [])
+    with pytest.raises(Conflict):
+        engine.publish(ticket.id)
+    closed = engine.queue.close(ticket.id, "重复问题")
+    assert closed.status == "closed" and closed.closed_reason == "重复问题"
+
+
+def test_citations_point_only_at_real_records_and_quote_them(engine):
+    engine.config = engine.config.__class__(engine.config.corpus_dir, engine.config.index_dir, threshold=0.0)
+    version = engine.live.get()
+    for question in ("细长轴车削直线度怎么提高", "皮带机跑偏", "二保焊气孔多", "加工中心伺服报警排查"):
+        data = engine.ask(question, "ent-a").to_dict()
+        assert data["status"] == "answered" and data["sources"]
+        for source in data["sources"]:
+            record = version.records[source["id"]]
+            assert record.kind == source["kind"]
+        full = {s["n"]: "".join(version.records[s["id"]].sections()) for s in data["sources"]}
+        for line in data["answer"].splitlines():
+            sentence, n = line.rsplit("[", 1)
+            assert sentence in full[int(n.rstrip("]"))]
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "问" * 2001])
+def test_invalid_questions_are_refused(engine, bad):
+    with pytest.raises(InvalidQuestion):
+        engine.ask(bad, "ent-a")
+
+
+def test_acknowledged_ticket_survives_a_killed_process(mini_corpus, tmp_path, embedder, cache, cache_path):
+    build_index(mini_corpus, tmp_path / "index", embedder, cache)
+    db = tmp_path / "q.db"
+    script = textwrap.dedent(f"""
+        import json, sys, time
+        from indexer.embedders import EmbedderSpec, EmbeddingCache, load_embedder
+        from indexer.version import LiveIndex
+        from rag.db import connect
+        from rag.engine import Engine, EngineConfig
+        from rag.escalate import TicketQueue
+        live = LiveIndex({str(tmp_path / 'index')!r}, load_embedder(EmbedderSpec()))
+        engine = Engine(live, TicketQueue(connect({f'sqlite:///{db}'!r})), EngineConfig({str(mini_corpus)!r}, {str(tmp_path / 'index')!r}, 0.99))
+        result = engine.ask("铝合金焊缝热裂纹怎么防止", "ent-k")
+        print(json.dumps({{"ticket": result.ticket.id}}), flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    line = proc.stdout.readline()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    ticket_id = json.loads(line)["ticket"]
+    queue = TicketQueue(connect(f"sqlite:///{db}"))
+    assert queue.get(ticket_id).question == "铝合金焊缝热裂纹怎么防止"
