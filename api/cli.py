@@ -342,6 +342,88 @@ def queue_close(ticket_id: str, reason: Annotated[str, typer.Option(help="why it
         fail(exc)
 
 
+keys_app = typer.Typer(help="API keys: create (printed once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _keys():
+    from api.security import KeyStore
+    from rag.db import connect
+
+    return KeyStore(connect(Settings().database_url))
+
+
+@keys_app.command("create")
+def keys_create(role: Annotated[str, typer.Option(help="enterprise, craftsman or maintainer")],
+                name: Annotated[str, typer.Option(help="who the key is for")],
+                principal: Annotated[Optional[str], typer.Option(help="enterprise id, or the craftsman's record id (default: name)")] = None) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    try:
+        key, who = _keys().create(role, name, principal)
+    except JiangxinError as exc:
+        fail(exc)
+    typer.echo(f"key id {who.key_id}: role {who.role}, principal {who.principal}")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Active keys (ids, roles, principals; never the keys)."""
+    for who in _keys().list():
+        typer.echo(f"{who.key_id}\t{who.role}\t{who.principal}\t{who.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id."""
+    try:
+        _keys().revoke(key_id)
+    except JiangxinError as exc:
+        fail(exc)
+    typer.echo(f"revoked {key_id}")
+
+
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port")] = 8000,
+          workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+          index: IndexOpt = None, corpus: CorpusOpt = None,
+          bootstrap: Annotated[bool, typer.Option("--bootstrap", help="create demo keys for the three roles and print curl examples")] = False) -> None:
+    """Serve the HTTP API and the web pages (uvicorn). OpenAPI docs at /docs."""
+    import os
+
+    import uvicorn
+
+    values = settings(index, corpus)
+    os.environ["JIANGXIN_INDEX_DIR"] = str(values.index_dir.resolve())
+    os.environ["JIANGXIN_CORPUS_DIR"] = str(values.corpus_dir.resolve())
+    if bootstrap:
+        _bootstrap(values, host, port)
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+def _bootstrap(values: Settings, host: str, port: int) -> None:
+    from indexer.records import Craftsman, load_corpus
+
+    store = _keys()
+    craftsman = next((r for r in load_corpus(values.corpus_dir).records if isinstance(r, Craftsman)), None)
+    maintainer, _ = store.create("maintainer", "make-run maintainer")
+    enterprise, _ = store.create("enterprise", "演示企业", "demo-enterprise")
+    crafts = store.create("craftsman", craftsman.name, craftsman.id)[0] if craftsman else None
+    url = f"http://{host}:{port}"
+    typer.echo(f"""
+Jiangxin is starting on {url}  (ask page: {url}/ , craftsman page: {url}/queue , API docs: {url}/docs)
+maintainer key: {maintainer}
+enterprise key: {enterprise}   (principal demo-enterprise)""")
+    if craftsman:
+        typer.echo(f"craftsman key:  {crafts}   ({craftsman.name}, {craftsman.id}, {'/'.join(craftsman.trades)})")
+    typer.echo(f"""
+  curl -s -X POST {url}/v1/questions -H 'Authorization: Bearer {enterprise}' -H 'Content-Type: application/json' -d '{{"question":"细长轴车削时工件振动让刀怎么办"}}'
+  curl -s {url}/v1/tickets -H 'Authorization: Bearer {crafts or maintainer}'
+  curl -s {url}/v1/admin/index -H 'Authorization: Bearer {maintainer}'
+""")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

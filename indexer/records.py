@@ -315,3 +315,28 @@ def load_corpus(corpus_dir: Path) -> CorpusLoad:
 def record_to_json(record: Record) -> dict[str, Any]:
     """The record as it is written in its JSONL file (aliases restored)."""
     return record.model_dump(by_alias=True)
+
+
+def _rewrite(corpus_dir: Path, kind: str, keep, add: Record | None = None) -> None:
+    from indexer.store import atomic_write_text
+
+    path = Path(corpus_dir) / FILE_OF_KIND[kind]
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    kept = [line for line in lines if line.strip() and keep(json.loads(line))]
+    if add is not None:
+        kept.append(json.dumps(record_to_json(add), ensure_ascii=False))
+    atomic_write_text(path, "\n".join(kept) + ("\n" if kept else ""))
+
+
+def upsert_record(corpus_dir: Path, record: Record) -> None:
+    """Add a record to its kind's file, replacing one with the same id (atomic rewrite of the file)."""
+    _rewrite(corpus_dir, record.kind, lambda row: row.get("id") != record.id, record)
+
+
+def delete_record(corpus_dir: Path, kind: str, record_id: str) -> bool:
+    """Remove a record by id; False when it was not there."""
+    path = Path(corpus_dir) / FILE_OF_KIND[kind]
+    if not path.exists() or not any(json.loads(l).get("id") == record_id for l in path.read_text(encoding="utf-8").splitlines() if l.strip()):
+        return False
+    _rewrite(corpus_dir, kind, lambda row: row.get("id") != record_id)
+    return True

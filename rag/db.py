@@ -83,6 +83,14 @@ class FeedbackRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LockRow(Base):
+    """Rows written only to take the database's write lock early (serialises check-then-insert on SQLite)."""
+
+    __tablename__ = "locks"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    taken_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiKeyRow(Base):
     """A hashed API key bound to one principal and one role."""
 
@@ -110,11 +118,11 @@ def connect(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
-            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (see begin_immediate)
+            dbapi_connection.isolation_level = None  # SQLAlchemy's recipe: let us emit BEGIN ourselves
 
         @event.listens_for(engine, "begin")
         def _begin(conn) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN")
 
     for attempt in range(5):
         try:

@@ -7,7 +7,6 @@ Craftsman answers, once published, become standard questions and are indexed inc
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -18,8 +17,7 @@ from typing import Any
 from indexer.build import BuildOptions, BuildReport, build_index
 from indexer.embedders import EmbeddingCache
 from indexer.errors import Conflict, JiangxinError
-from indexer.records import FILE_OF_KIND, Craftsman, StandardQuestion, load_corpus, record_to_json
-from indexer.store import atomic_write_text
+from indexer.records import Craftsman, StandardQuestion, upsert_record
 from indexer.version import IndexVersion, LiveIndex
 from rag.answer import SQ_DIRECT, Answer, compose_answer
 from rag.confidence import Calibrator, confidence_features, load_calibrator
@@ -99,7 +97,7 @@ class Engine:
         self.cache = cache
         self.ranker_weights = ranker_weights or RankerWeights.load()
         self._calibrator = calibrator
-        self._publish_lock = threading.Lock()
+        self.build_lock = threading.Lock()
         self.session = sessions(queue.engine)
 
     @property
@@ -152,11 +150,12 @@ class Engine:
         for s in ranked[:5]:
             text = version.chunks[s.candidate.chunk_rows[0]].text if s.candidate.chunk_rows else ""
             context.append({"kind": s.candidate.kind, "id": s.candidate.record_id, "title": s.candidate.title, "snippet": text[:240]})
-        trades: list[str] = []
-        for s in ranked[:5]:
+        weight: dict[str, float] = {}
+        for rank, s in enumerate(ranked[:5], start=1):
             for t in getattr(version.records.get(s.candidate.record_id), "trades", []):
-                if t not in trades:
-                    trades.append(t)
+                weight[t] = weight.get(t, 0.0) + 1.0 / rank
+        best = max(weight.values(), default=0.0)
+        trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best]
         vector = version.embedder.embed_queries([result.question])[0]
         profiles = []
         for record in version.records.values():
@@ -170,7 +169,7 @@ class Engine:
 
     def publish(self, ticket_id: str) -> tuple[Ticket, BuildReport]:
         """Turn an answered ticket into a standard question (crediting the craftsman) and index it."""
-        with self._publish_lock:
+        with self.build_lock:
             ticket = self.queue.get(ticket_id)
             if ticket.status != "answered":
                 raise Conflict(f"ticket {ticket_id} is {ticket.status}; only an answered ticket can be published")
@@ -182,15 +181,6 @@ class Engine:
                 extra={"source": "craftsman_answer", "ticket": ticket.id, "craftsman": ticket.answered_by,
                        "craftsman_name": craftsman.name if isinstance(craftsman, Craftsman) else ticket.answered_by},
             )
-            append_record(self.config.corpus_dir, record)
+            upsert_record(self.config.corpus_dir, record)
             report = build_index(self.config.corpus_dir, self.config.index_dir, self.live.embedder, self.cache, BuildOptions())
             return self.queue.mark_published(ticket_id, record.id), report
-
-
-def append_record(corpus_dir: Path, record: StandardQuestion) -> None:
-    """Add (or replace, by id) one record in its kind's JSONL file with an atomic rewrite."""
-    path = Path(corpus_dir) / FILE_OF_KIND[record.kind]
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    kept = [line for line in lines if line.strip() and json.loads(line).get("id") != record.id]
-    kept.append(json.dumps(record_to_json(record), ensure_ascii=False))
-    atomic_write_text(path, "\n".join(kept) + "\n")

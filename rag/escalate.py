@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, func, or_, select, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, Forbidden, NotFound
 from indexer.records import Craftsman
 from indexer.text import normalise
-from rag.db import RouteRow, TicketRow, sessions, utcnow
+from rag.db import LockRow, RouteRow, TicketRow, sessions, utcnow
 
 STATUSES = ("open", "claimed", "answered", "published", "closed")
 
@@ -80,10 +81,12 @@ class RoutingWeights:
 
 def route(question: str, question_vector: np.ndarray, trades: list[str], craftsmen: list[CraftsmanProfile],
           open_load: dict[str, int], weights: RoutingWeights = RoutingWeights()) -> list[Route]:
-    """The craftsmen best placed to answer: expertise match, balanced by how many open tickets each holds."""
+    """The craftsmen best placed to answer: those of the question's trades (everyone if none fits), by
+    expertise match, balanced by how many open tickets each holds."""
     text = normalise(question)
     scored = []
-    for profile in craftsmen:
+    experts = [p for p in craftsmen if set(p.record.trades) & set(trades)]
+    for profile in experts or craftsmen:
         record = profile.record
         similarity = float(np.dot(question_vector, profile.vector))
         shares_trade = any(t in trades for t in record.trades)
@@ -113,10 +116,19 @@ class TicketQueue:
         self.dedupe_window = dedupe_window
 
     def _lock_for_create(self, session: Session, key: str) -> None:
+        """Serialise concurrent creates of the same question so the duplicate check cannot race."""
         if self.engine.dialect.name == "postgresql":
-            lock = int.from_bytes(bytes.fromhex(key[:15].rjust(16, "0")), "big")
+            lock = int.from_bytes(bytes.fromhex(key[:15]), "big")
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
-        # SQLite: every transaction begins IMMEDIATE (see rag.db), which already serialises writers.
+        else:
+            self._write_lock(session)
+
+    def _write_lock(self, session: Session) -> None:
+        """SQLite: make a write the transaction's first statement, so it takes the single write lock (waiting
+        for it) before reading; a read-then-write transaction could otherwise fail on a stale snapshot."""
+        if self.engine.dialect.name == "sqlite":
+            stmt = sqlite_insert(LockRow).values(name="tickets", taken_at=utcnow())
+            session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"taken_at": stmt.excluded.taken_at}))
 
     def create(self, question: str, asker: str, confidence: float, context: list[dict[str, Any]],
                trades: list[str], routes: list[Route]) -> tuple[Ticket, bool]:
@@ -179,6 +191,7 @@ class TicketQueue:
 
     def claim(self, ticket_id: str, craftsman: str, trades: list[str] | None = None) -> Ticket:
         with self.session.begin() as session:
+            self._write_lock(session)
             row = self._row(session, ticket_id)
             ticket = self._ticket(session, row)
             if not self.can_see(ticket, craftsman, trades or []):
@@ -192,6 +205,7 @@ class TicketQueue:
 
     def release(self, ticket_id: str, craftsman: str) -> Ticket:
         with self.session.begin() as session:
+            self._write_lock(session)
             row = self._row(session, ticket_id)
             if row.status != "claimed" or row.claimed_by != craftsman:
                 raise Conflict(f"ticket {ticket_id} is not claimed by {craftsman}")
@@ -203,6 +217,7 @@ class TicketQueue:
         if not answer:
             raise Conflict("an answer cannot be empty")
         with self.session.begin() as session:
+            self._write_lock(session)
             row = self._row(session, ticket_id)
             if row.status != "claimed" or row.claimed_by != craftsman:
                 raise Conflict(f"ticket {ticket_id} is {row.status}; claim it before answering")
@@ -211,6 +226,7 @@ class TicketQueue:
 
     def mark_published(self, ticket_id: str, record_id: str) -> Ticket:
         with self.session.begin() as session:
+            self._write_lock(session)
             row = self._row(session, ticket_id)
             if row.status != "answered":
                 raise Conflict(f"ticket {ticket_id} is {row.status}; only an answered ticket can be published")
@@ -219,6 +235,7 @@ class TicketQueue:
 
     def close(self, ticket_id: str, reason: str) -> Ticket:
         with self.session.begin() as session:
+            self._write_lock(session)
             row = self._row(session, ticket_id)
             if row.status in ("published", "closed"):
                 raise Conflict(f"ticket {ticket_id} is already {row.status}")

@@ -56,10 +56,12 @@ def test_full_loop_craftsman_answer_is_published_and_answers_the_next_asker(engi
     ticket = engine.ask(question, "ent-a").ticket
     craftsman = ticket.routes[0].craftsman_id
     engine.queue.claim(ticket.id, craftsman)
-    with pytest.raises(Conflict):
-        engine.queue.claim(ticket.id, "cm-m-1", ["焊接"])
+    with pytest.raises(Forbidden):  # once claimed it leaves the open pool: another welder cannot take it
+        engine.queue.claim(ticket.id, "cm-m-9", ["焊接"])
     answer = "1. 管内充氩保护，流量8-10L/min，提前5分钟置换；2. 采用背面成型保护剂；3. 控制层间温度不超过150℃。"
     engine.queue.answer(ticket.id, craftsman, answer)
+    with pytest.raises(Conflict):
+        engine.queue.claim(ticket.id, craftsman)
     published, report = engine.publish(ticket.id)
     assert published.status == "published" and report.added == 1 and report.embedded <= 2
     again = engine.ask(question, "ent-c").to_dict()

@@ -1,0 +1,75 @@
+"""Every error leaves the API as JSON ``{"error": {"code", "message"}}`` with a 4xx status (5xx only for bugs)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from api.security import Unauthorized
+from indexer.errors import (Conflict, CorpusError, Forbidden, IndexMismatchError, IndexNotFound, JiangxinError,
+                            NotFound)
+from rag.engine import InvalidQuestion
+
+log = logging.getLogger(__name__)
+
+STATUS = [(Unauthorized, 401, "unauthorized"), (Forbidden, 403, "forbidden"), (NotFound, 404, "not_found"),
+          (Conflict, 409, "conflict"), (InvalidQuestion, 422, "invalid_question"), (CorpusError, 422, "invalid_record"),
+          (IndexNotFound, 503, "index_unavailable"), (IndexMismatchError, 503, "index_mismatch")]
+
+
+class BodyTooLarge(Exception):
+    """Raised inside the body-limit middleware when a streamed body passes the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body over {limit} bytes")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+ERROR_RESPONSES = {status: {"model": ErrorResponse, "description": desc} for status, desc in
+                   ((400, "Bad request"), (401, "Missing or unknown API key"), (403, "Not allowed for this role"),
+                    (404, "Not found"), (409, "Conflict with the current state"), (413, "Body too large"),
+                    (422, "Invalid input"))}
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(JiangxinError)
+    async def jiangxin_error(_: Request, exc: JiangxinError) -> JSONResponse:
+        for cls, status, code in STATUS:
+            if isinstance(exc, cls):
+                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                return error(status, code, str(exc), headers)
+        return error(400, "bad_request", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            parts.append(f"{where or 'body'}: {e.get('msg')}")
+        return error(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error(500, "internal", "internal error; it has been logged")

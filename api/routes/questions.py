@@ -1,0 +1,60 @@
+"""Enterprises ask questions, read their own back, and give feedback."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from api.deps import principal, service
+from api.errors import ERROR_RESPONSES
+from api.security import Principal, require
+from api.service import Service
+
+router = APIRouter(prefix="/v1/questions", tags=["questions"], responses=ERROR_RESPONSES)
+
+
+class QuestionIn(BaseModel):
+    question: str = Field(max_length=4000, description="1–2,000 characters after trimming")
+
+
+class FeedbackIn(BaseModel):
+    helpful: bool
+    comment: str = Field(default="", max_length=2000)
+
+
+def _own(p: Principal) -> str | None:
+    return None if p.role == "maintainer" else p.principal
+
+
+@router.post("", status_code=201)
+def ask(body: QuestionIn, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    """Ask a question: an answer with sources and confidence, or the escalation ticket."""
+    require(p, "enterprise", "maintainer")
+    result = svc.engine.ask(body.question, p.principal)
+    svc.metrics.outcomes.labels(result.status).inc()
+    return svc.questions.get(result.id)
+
+
+@router.get("")
+def list_questions(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)],
+                   limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
+    """Your questions, newest first (maintainers: everyone's)."""
+    require(p, "enterprise", "maintainer")
+    return svc.questions.list(_own(p), limit)
+
+
+@router.get("/{question_id}")
+def get_question(question_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    """One of your questions with its current status, and the craftsman's answer once published."""
+    require(p, "enterprise", "maintainer")
+    return svc.questions.get(question_id, _own(p))
+
+
+@router.post("/{question_id}/feedback")
+def feedback(question_id: str, body: FeedbackIn, p: Annotated[Principal, Depends(principal)],
+             svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    """Helpful or not, with an optional comment."""
+    require(p, "enterprise")
+    return svc.questions.feedback(question_id, p.principal, body.helpful, body.comment)

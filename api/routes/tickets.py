@@ -1,0 +1,97 @@
+"""Craftsmen see the tickets routed to them (and the open pool of their trades), claim, release and
+answer; maintainers publish answers into the corpus or reject them; enterprises follow their own."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from api.deps import principal, service
+from api.errors import ERROR_RESPONSES
+from api.security import Principal, require
+from api.service import Service
+from indexer.errors import NotFound
+from rag.escalate import Ticket
+
+router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
+Status = Literal["open", "claimed", "answered", "published", "closed"]
+
+
+class AnswerIn(BaseModel):
+    answer: str = Field(min_length=1, max_length=8000)
+
+
+class RejectIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+def _trades(svc: Service, p: Principal) -> list[str]:
+    record = svc.engine.live.get().records.get(p.principal)
+    return list(getattr(record, "trades", []))
+
+
+def _visible(svc: Service, p: Principal, ticket: Ticket) -> Ticket:
+    allowed = (p.role == "maintainer" or (p.role == "enterprise" and ticket.asker == p.principal)
+               or (p.role == "craftsman" and svc.engine.queue.can_see(ticket, p.principal, _trades(svc, p))))
+    if not allowed:
+        raise NotFound(f"ticket {ticket.id} does not exist")
+    return ticket
+
+
+@router.get("")
+def list_tickets(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)],
+                 status: Status | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 100) -> list[dict[str, Any]]:
+    """Craftsmen: routed to you or open in your trades. Enterprises: your own. Maintainers: all."""
+    queue = svc.engine.queue
+    if p.role == "craftsman":
+        tickets = queue.list(status=status, craftsman=p.principal, trades=_trades(svc, p), limit=limit)
+    elif p.role == "enterprise":
+        tickets = queue.list(status=status, asker=p.principal, limit=limit)
+    else:
+        tickets = queue.list(status=status, limit=limit)
+    return [t.to_dict() for t in tickets]
+
+
+@router.get("/{ticket_id}")
+def get_ticket(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    return _visible(svc, p, svc.engine.queue.get(ticket_id)).to_dict()
+
+
+@router.post("/{ticket_id}/claim")
+def claim(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    require(p, "craftsman")
+    _visible(svc, p, svc.engine.queue.get(ticket_id))
+    return svc.engine.queue.claim(ticket_id, p.principal, _trades(svc, p)).to_dict()
+
+
+@router.post("/{ticket_id}/release")
+def release(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    require(p, "craftsman")
+    _visible(svc, p, svc.engine.queue.get(ticket_id))
+    return svc.engine.queue.release(ticket_id, p.principal).to_dict()
+
+
+@router.post("/{ticket_id}/answer")
+def answer(ticket_id: str, body: AnswerIn, p: Annotated[Principal, Depends(principal)],
+           svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    require(p, "craftsman")
+    _visible(svc, p, svc.engine.queue.get(ticket_id))
+    return svc.engine.queue.answer(ticket_id, p.principal, body.answer).to_dict()
+
+
+@router.post("/{ticket_id}/publish")
+def publish(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    """Maintainers: the answer becomes a standard question and is indexed before this returns."""
+    require(p, "maintainer")
+    ticket, report = svc.engine.publish(ticket_id)
+    return {**ticket.to_dict(), "index_version": report.version}
+
+
+@router.post("/{ticket_id}/reject")
+def reject(ticket_id: str, body: RejectIn, p: Annotated[Principal, Depends(principal)],
+           svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    """Maintainers: close the ticket with a reason instead of publishing."""
+    require(p, "maintainer")
+    return svc.engine.queue.close(ticket_id, body.reason).to_dict()

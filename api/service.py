@@ -1,0 +1,104 @@
+"""Everything one server process holds: the engine, keys, question log, re-indexer and metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from api.settings import Settings
+from api.security import KeyStore
+from api.wiring import make_engine
+from indexer.build import BuildOptions, build_index
+from indexer.errors import Conflict, JiangxinError
+from rag.engine import Engine
+from rag.questions import QuestionLog
+
+log = logging.getLogger(__name__)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("jiangxin_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("jiangxin_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.outcomes = Counter("jiangxin_questions_total", "Questions by outcome", ["status"], registry=self.registry)
+        self.index_version = Gauge("jiangxin_index_version_info", "Serving index version", ["version"], registry=self.registry)
+
+
+@dataclass
+class ReindexStatus:
+    state: str = "idle"  # idle, running, done, failed
+    full: bool = False
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+    version: str | None = None
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class Reindexer:
+    """Runs one background re-index at a time and reports its progress."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.status = ReindexStatus()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self, full: bool = False) -> ReindexStatus:
+        with self._lock:
+            if self.status.state == "running":
+                raise Conflict("a re-index is already running")
+            self.status = ReindexStatus("running", full, started_at=time.time())
+            self._thread = threading.Thread(target=self._run, args=(full,), name="reindex", daemon=True)
+            self._thread.start()
+            return self.status
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread:
+            self._thread.join(timeout)
+
+    def stage(self, name: str, total: int) -> None:
+        self.status.stage, self.status.total, self.status.done = name, total, 0
+
+    def advance(self, n: int = 1) -> None:
+        self.status.done += n
+
+    def _run(self, full: bool) -> None:
+        engine = self.engine
+        try:
+            with engine.build_lock:
+                report = build_index(engine.config.corpus_dir, engine.config.index_dir, engine.live.embedder, engine.cache,
+                                     BuildOptions(full=full), self)
+            engine.live.get()  # load the new version now, not on the next request
+            self.status.version = report.version
+            self.status.report = {"records": report.records, "chunks": report.chunks, "added": report.added,
+                                  "changed": report.changed, "removed": report.removed, "embedded": report.embedded,
+                                  "seconds": report.seconds}
+            self.status.state = "done"
+        except JiangxinError as exc:
+            self.status.state, self.status.error = "failed", str(exc)
+        except Exception as exc:  # noqa: BLE001 - a background job must report, not vanish
+            log.exception("re-index failed")
+            self.status.state, self.status.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            self.status.finished_at = time.time()
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings)
+        self.keys = KeyStore(self.engine.queue.engine)
+        self.questions = QuestionLog(self.engine.queue.engine, self.engine.queue)
+        self.reindexer = Reindexer(self.engine)
+        self.metrics = Metrics()

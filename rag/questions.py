@@ -1,0 +1,54 @@
+"""The log of asked questions and the feedback on their answers (what enterprises read back)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from indexer.errors import NotFound
+from rag.db import FeedbackRow, QuestionRow, sessions
+from rag.escalate import TicketQueue
+
+
+class QuestionLog:
+    def __init__(self, engine: Engine, queue: TicketQueue) -> None:
+        self.session = sessions(engine)
+        self.queue = queue
+
+    def _view(self, row: QuestionRow, feedback: list[FeedbackRow]) -> dict[str, Any]:
+        """Called outside any open transaction: it reads the ticket's live state in its own."""
+        view = dict(row.result)
+        view.update(id=row.id, asker=row.asker, created_at=row.created_at.isoformat() + "Z")
+        if row.ticket_id:
+            ticket = self.queue.get(row.ticket_id)
+            view["ticket"] = ticket.to_dict()
+            if ticket.status == "published" and ticket.answer:
+                view["craftsman_answer"] = {"answer": ticket.answer, "craftsman": ticket.answered_by,
+                                            "record": ticket.published_record}
+        view["feedback"] = [{"helpful": f.helpful, "comment": f.comment, "created_at": f.created_at.isoformat() + "Z"} for f in feedback]
+        return view
+
+    def get(self, question_id: str, asker: str | None = None) -> dict[str, Any]:
+        """One question; with ``asker``, only if it is theirs (else NotFound, so existence does not leak)."""
+        with self.session.begin() as session:
+            row = session.get(QuestionRow, question_id)
+            if row is None or (asker is not None and row.asker != asker):
+                raise NotFound(f"question {question_id} does not exist")
+            feedback = list(session.scalars(select(FeedbackRow).where(FeedbackRow.question_id == row.id).order_by(FeedbackRow.id)).all())
+        return self._view(row, feedback)
+
+    def list(self, asker: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        with self.session.begin() as session:
+            query = select(QuestionRow).order_by(QuestionRow.created_at.desc()).limit(limit)
+            if asker is not None:
+                query = query.where(QuestionRow.asker == asker)
+            rows = session.scalars(query).all()
+            return [{"id": r.id, "question": r.question, "status": r.status, "confidence": r.confidence, "ticket_id": r.ticket_id,
+                     "asker": r.asker, "created_at": r.created_at.isoformat() + "Z"} for r in rows]
+
+    def feedback(self, question_id: str, asker: str | None, helpful: bool, comment: str) -> dict[str, Any]:
+        self.get(question_id, asker)
+        with self.session.begin() as session:
+            session.add(FeedbackRow(question_id=question_id, helpful=helpful, comment=comment.strip()))
+        return self.get(question_id, asker)

@@ -1,0 +1,83 @@
+"""A real uvicorn server on loopback over a real index and a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.security import KeyStore
+from indexer.build import build_index
+from rag.db import connect
+from tests.conftest import MINI
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    keys: dict[str, str]
+    corpus: Path
+    index: Path
+    env: dict[str, str]
+
+    def client(self, who: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[who]}"} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+
+def start_server(root: Path, env: dict[str, str], workers: int = 1) -> subprocess.Popen:
+    port = int(env["JX_TEST_PORT"])
+    log = open(root / f"server-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", str(workers)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {(root / f'server-{port}.log').read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, embedder, cache, cache_path):
+    root = tmp_path_factory.mktemp("server")
+    corpus = root / "corpus"
+    shutil.copytree(MINI, corpus)
+    build_index(corpus, root / "index", embedder, cache)
+    db_url = f"sqlite:///{root / 'jiangxin.db'}"
+    store = KeyStore(connect(db_url))
+    keys = {
+        "maintainer": store.create("maintainer", "ops")[0],
+        "ent_a": store.create("enterprise", "企业A", "ent-a")[0],
+        "ent_b": store.create("enterprise", "企业B", "ent-b")[0],
+        "welder": store.create("craftsman", "李红", "cm-m-2")[0],
+        "cnc": store.create("craftsman", "赵强", "cm-m-3")[0],
+    }
+    port = free_port()
+    env = dict(os.environ, JIANGXIN_INDEX_DIR=str(root / "index"), JIANGXIN_CORPUS_DIR=str(corpus),
+               JIANGXIN_DATABASE_URL=db_url, JIANGXIN_CACHE_PATH=str(cache_path), JIANGXIN_ANSWER_THRESHOLD="0.99",
+               JX_TEST_PORT=str(port))
+    proc = start_server(root, env)
+    yield Server(f"http://127.0.0.1:{port}", keys, corpus, root / "index", env)
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -1,0 +1,127 @@
+"""Every route × role, ownership, input limits and JSON errors, against a real server."""
+
+import pytest
+
+WELD_Q = "不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办"
+
+
+@pytest.fixture(scope="module")
+def escalated(server):
+    with server.client("ent_a") as c:
+        r = c.post("/v1/questions", json={"question": WELD_Q})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_no_key_is_401_with_json_error(server):
+    with server.client() as c:
+        r = c.post("/v1/questions", json={"question": "焊缝气孔怎么预防"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    with server.client() as c:
+        r = c.get("/v1/tickets", headers={"Authorization": "Bearer jx_not-a-key"})
+    assert r.status_code == 401
+
+
+def test_escalated_question_carries_ticket_and_routes(escalated):
+    assert escalated["status"] == "escalated" and escalated["id"]
+    assert escalated["ticket"]["routed_to"][0]["id"] == "cm-m-2"
+
+
+def test_standard_question_answered_over_http(server):
+    with server.client("ent_a") as c:
+        body = c.post("/v1/questions", json={"question": "带式输送机跑偏怎么调整"}).json()
+    assert body["status"] == "answered" and body["standard"] and body["sources"][0]["id"] == "sq-m-4"
+
+
+def allowed_roles(server, method, path, body=None):
+    ok = set()
+    for who in ("maintainer", "ent_a", "welder"):
+        with server.client(who) as c:
+            r = c.request(method, path, json=body)
+        assert r.status_code < 500, (method, path, who, r.text)
+        if r.status_code not in (401, 403):
+            ok.add(who)
+        else:
+            assert r.json()["error"]["code"] in ("unauthorized", "forbidden")
+    return ok
+
+
+def test_every_route_allows_exactly_its_roles(server, escalated):
+    qid, tid = escalated["id"], escalated["ticket"]["id"]
+    matrix = [
+        ("POST", "/v1/questions", {"question": "车床主轴异响怎么查"}, {"maintainer", "ent_a"}),
+        ("GET", "/v1/questions", None, {"maintainer", "ent_a"}),
+        ("GET", f"/v1/questions/{qid}", None, {"maintainer", "ent_a"}),
+        ("POST", f"/v1/questions/{qid}/feedback", {"helpful": True, "comment": "好"}, {"ent_a"}),
+        ("GET", "/v1/tickets", None, {"maintainer", "ent_a", "welder"}),
+        ("GET", f"/v1/tickets/{tid}", None, {"maintainer", "ent_a", "welder"}),
+        ("POST", f"/v1/tickets/{tid}/claim", None, {"welder"}),
+        ("POST", f"/v1/tickets/{tid}/release", None, {"welder"}),
+        ("POST", f"/v1/tickets/{tid}/answer", {"answer": "x"}, {"welder"}),
+        ("POST", f"/v1/tickets/{tid}/publish", None, {"maintainer"}),
+        ("POST", f"/v1/tickets/{tid}/reject", {"reason": "r"}, {"maintainer"}),
+        ("GET", "/v1/admin/reindex", None, {"maintainer"}),
+        ("GET", "/v1/admin/index", None, {"maintainer"}),
+        ("GET", "/v1/admin/records/standard_question/sq-m-1", None, {"maintainer"}),
+    ]
+    for method, path, body, expected in matrix:
+        # state-changing ticket routes answer 409 for the allowed role when the state does not fit: still allowed
+        assert allowed_roles(server, method, path, body) == expected, (method, path)
+
+
+def test_enterprise_cannot_read_another_enterprises_question(server, escalated):
+    with server.client("ent_b") as c:
+        r = c.get(f"/v1/questions/{escalated['id']}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert all(q["id"] != escalated["id"] for q in c.get("/v1/questions").json())
+        assert c.get(f"/v1/tickets/{escalated['ticket']['id']}").status_code == 404
+        assert c.post(f"/v1/questions/{escalated['id']}/feedback", json={"helpful": False}).status_code == 404
+
+
+def test_craftsman_sees_only_tickets_routed_or_open_in_their_trades(server, escalated):
+    with server.client("cnc") as c:
+        ids = {t["id"] for t in c.get("/v1/tickets").json()}
+        assert escalated["ticket"]["id"] not in ids  # a welding question, routed to the welder
+        assert c.post(f"/v1/tickets/{escalated['ticket']['id']}/claim").status_code == 404
+    with server.client("welder") as c:
+        assert escalated["ticket"]["id"] in {t["id"] for t in c.get("/v1/tickets").json()}
+
+
+@pytest.mark.parametrize("payload,code", [
+    ({"question": "   "}, 422), ({"question": ""}, 422), ({"question": "问" * 2001}, 422), ({}, 422),
+    ({"question": 5}, 422), ({"question": None}, 422)])
+def test_bad_questions_get_json_4xx(server, payload, code):
+    with server.client("ent_a") as c:
+        r = c.post("/v1/questions", json=payload)
+    assert r.status_code == code and r.json()["error"]["message"]
+
+
+def test_malformed_and_oversized_bodies_get_json_4xx(server):
+    with server.client("ent_a") as c:
+        r = c.post("/v1/questions", content=b"\xff\xfe{not json", headers={"Content-Type": "application/json"})
+        assert r.status_code in (400, 422) and r.json()["error"]["message"]
+        r = c.post("/v1/questions", content=b'{"question": "' + b"a" * 100_000 + b'"}', headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+def test_health_ready_and_metrics(server):
+    with server.client() as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz").json()
+        assert ready["ready"] and ready["database"] == "ok"
+        text = c.get("/metrics").text
+    assert "# TYPE jiangxin_http_requests_total counter" in text
+    assert 'jiangxin_questions_total{status="escalated"}' in text and "jiangxin_index_version_info" in text
+
+
+def test_maintainer_manages_records_with_validation(server):
+    record = {"question": "夹具定位销磨损怎么判断", "answer": "1. 用塞规检查配合间隙，超过0.02mm更换。", "aliases": [],
+              "trade": "机加工", "keywords": ["定位销"], "extra": {}}
+    with server.client("maintainer") as c:
+        r = c.put("/v1/admin/records/standard_question/sq-api-1", json=record)
+        assert r.status_code == 200 and r.json()["id"] == "sq-api-1"
+        bad = c.put("/v1/admin/records/standard_question/sq-api-2", json={**record, "answer": ""})
+        assert bad.status_code == 422 and "answer" in bad.json()["error"]["message"]
+        assert c.get("/v1/admin/records/standard_question/sq-api-1").json()["question"] == record["question"]
+        assert c.delete("/v1/admin/records/standard_question/sq-api-1").status_code == 200
+        assert c.get("/v1/admin/records/standard_question/sq-api-1").status_code == 404
