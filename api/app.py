@@ -47,15 +47,25 @@ class BodyLimit:
             await errors.error(413, "body_too_large", f"request body over {self.limit} bytes")(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    service = Service(settings)
+def _routes() -> FastAPI:
     app = FastAPI(title="Jiangxin (匠心) API", version="0.1.0",
                   description="Answers industrial questions from an innovation corpus; escalates to master craftsmen.")
-    app.state.service = service
     errors.install(app)
     for router in (questions.router, tickets.router, admin.router, health.router):
         app.include_router(router)
+    return app
+
+
+def openapi_document() -> dict:
+    """The API's OpenAPI schema, without loading an index (for schema-driven tests and clients)."""
+    return _routes().openapi()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    service = Service(settings)
+    app = _routes()
+    app.state.service = service
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

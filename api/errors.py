@@ -48,6 +48,16 @@ ERROR_RESPONSES = {status: {"model": ErrorResponse, "description": desc} for sta
                     (422, "Invalid input"))}
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first matching route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(JiangxinError)
     async def jiangxin_error(_: Request, exc: JiangxinError) -> JSONResponse:
@@ -66,8 +76,11 @@ def install(app: FastAPI) -> None:
         return error(422, "invalid_request", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, f"http_{exc.status_code}", str(exc.detail))
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {"Allow": ", ".join(allowed_methods(request))}
+        return error(exc.status_code, f"http_{exc.status_code}", str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

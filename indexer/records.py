@@ -13,18 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
 from indexer.errors import CorpusError
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, pattern=r"\S")]
+# JSON Schema counts 2020.0 as an integer; accept it as such while still refusing strings and fractions.
+WholeNumber = Annotated[int, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
 RecordId = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 
 
 class Record(BaseModel):
     """Fields every record kind has: a stable id and an open ``extra`` map."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     kind: ClassVar[str]
     id: RecordId
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -68,9 +70,9 @@ class Achievement(Record):
     keywords: list[Text] = Field(default_factory=list)
     authors: list[Text] = Field(min_length=1)
     unit: Text
-    year: int = Field(ge=1949, le=2100)
+    year: WholeNumber = Field(ge=1949, le=2100)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     @property
     def title(self) -> str:
@@ -102,7 +104,7 @@ class Course(Record):
     level: Literal["初级", "中级", "高级", "技师", "高级技师"]
     duration: Text
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     @property
     def title(self) -> str:
@@ -163,7 +165,7 @@ class Craftsman(Record):
     region: Text
     bio: Text
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     @property
     def title(self) -> str:
@@ -192,7 +194,7 @@ class Passage(Record):
     text: Text
     trade: str = ""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
     @property
     def title(self) -> str:
@@ -321,7 +323,7 @@ def _rewrite(corpus_dir: Path, kind: str, keep, add: Record | None = None) -> No
     from indexer.store import atomic_write_text
 
     path = Path(corpus_dir) / FILE_OF_KIND[kind]
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    lines = path.read_text(encoding="utf-8").split("\n") if path.exists() else []
     kept = [line for line in lines if line.strip() and keep(json.loads(line))]
     if add is not None:
         kept.append(json.dumps(record_to_json(add), ensure_ascii=False))
@@ -336,7 +338,7 @@ def upsert_record(corpus_dir: Path, record: Record) -> None:
 def delete_record(corpus_dir: Path, kind: str, record_id: str) -> bool:
     """Remove a record by id; False when it was not there."""
     path = Path(corpus_dir) / FILE_OF_KIND[kind]
-    if not path.exists() or not any(json.loads(l).get("id") == record_id for l in path.read_text(encoding="utf-8").splitlines() if l.strip()):
+    if not path.exists() or not any(json.loads(l).get("id") == record_id for l in path.read_text(encoding="utf-8").split("\n") if l.strip()):
         return False
     _rewrite(corpus_dir, kind, lambda row: row.get("id") != record_id)
     return True

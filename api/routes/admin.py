@@ -5,21 +5,22 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict
 
 from api.deps import principal, service
 from api.errors import ERROR_RESPONSES
 from api.security import Principal, require
 from api.service import Service
 from indexer.errors import NotFound
-from indexer.records import KINDS, delete_record, load_corpus, parse_record, record_to_json, upsert_record
+from indexer.records import KINDS, delete_record, load_corpus, record_to_json, upsert_record
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
 Kind = Literal["achievement", "course", "standard_question", "craftsman", "passage"]
 
 
 class ReindexIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
     full: bool = False
 
 
@@ -61,14 +62,25 @@ def get_record(kind: Kind, record_id: str, p: Annotated[Principal, Depends(princ
     return record_to_json(_find(svc, kind, record_id))
 
 
-@router.put("/records/{kind}/{record_id}")
-def put_record(kind: Kind, record_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)],
-               record: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-    """Create or replace a record (validated like the corpus); re-index to serve it."""
-    require(p, "maintainer")
-    parsed = parse_record(kind, {**record, "id": record_id}, f"PUT /v1/admin/records/{kind}/{record_id}", 1)
-    upsert_record(svc.engine.config.corpus_dir, parsed)
-    return record_to_json(parsed)
+def _put_route(kind: str, model: type) -> None:
+    plural = PLURAL[kind]
+
+    def put_record(record: model, p: Annotated[Principal, Depends(principal)],  # type: ignore[valid-type]
+                   svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+        require(p, "maintainer")
+        upsert_record(svc.engine.config.corpus_dir, record)
+        return record_to_json(record)
+
+    put_record.__annotations__.update(record=model, p=Annotated[Principal, Depends(principal)],
+                                      svc=Annotated[Service, Depends(service)], **{"return": dict[str, Any]})
+    put_record.__doc__ = f"Create or replace a {kind} record (by its id); re-index to serve it."
+    router.add_api_route(f"/records/{plural}", put_record, methods=["PUT"], name=f"put_{kind}")
+
+
+PLURAL = {"achievement": "achievements", "course": "courses", "standard_question": "standard_questions",
+          "craftsman": "craftsmen", "passage": "passages"}
+for _kind, _model in KINDS.items():
+    _put_route(_kind, _model)
 
 
 @router.delete("/records/{kind}/{record_id}")

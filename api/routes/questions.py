@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, service
 from api.errors import ERROR_RESPONSES
@@ -16,10 +16,13 @@ router = APIRouter(prefix="/v1/questions", tags=["questions"], responses=ERROR_R
 
 
 class QuestionIn(BaseModel):
-    question: str = Field(max_length=4000, description="1–2,000 characters after trimming")
+    model_config = ConfigDict(strict=True, extra="forbid")
+    question: str = Field(min_length=1, max_length=2000, pattern=r"[^\s\x00]",
+                          description="1–2,000 characters with at least one that is not white space")
 
 
 class FeedbackIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
     helpful: bool
     comment: str = Field(default="", max_length=2000)
 

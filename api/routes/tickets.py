@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, service
 from api.errors import ERROR_RESPONSES
@@ -20,10 +20,12 @@ Status = Literal["open", "claimed", "answered", "published", "closed"]
 
 
 class AnswerIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
     answer: str = Field(min_length=1, max_length=8000)
 
 
 class RejectIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
 
 

@@ -58,9 +58,8 @@ def start_server(root: Path, env: dict[str, str], workers: int = 1) -> subproces
     raise RuntimeError(f"server did not start: {(root / f'server-{port}.log').read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory, embedder, cache, cache_path):
-    root = tmp_path_factory.mktemp("server")
+def make_server(tmp_path_factory, embedder, cache, cache_path, name: str = "server", threshold: str = "0.99"):
+    root = tmp_path_factory.mktemp(name)
     corpus = root / "corpus"
     shutil.copytree(MINI, corpus)
     build_index(corpus, root / "index", embedder, cache)
@@ -75,9 +74,25 @@ def server(tmp_path_factory, embedder, cache, cache_path):
     }
     port = free_port()
     env = dict(os.environ, JIANGXIN_INDEX_DIR=str(root / "index"), JIANGXIN_CORPUS_DIR=str(corpus),
-               JIANGXIN_DATABASE_URL=db_url, JIANGXIN_CACHE_PATH=str(cache_path), JIANGXIN_ANSWER_THRESHOLD="0.99",
+               JIANGXIN_DATABASE_URL=db_url, JIANGXIN_CACHE_PATH=str(cache_path), JIANGXIN_ANSWER_THRESHOLD=threshold,
                JX_TEST_PORT=str(port))
     proc = start_server(root, env)
-    yield Server(f"http://127.0.0.1:{port}", keys, corpus, root / "index", env)
+    return proc, Server(f"http://127.0.0.1:{port}", keys, corpus, root / "index", env)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, embedder, cache, cache_path):
+    """The shared server; tests on it must not change the corpus."""
+    proc, srv = make_server(tmp_path_factory, embedder, cache, cache_path)
+    yield srv
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory, embedder, cache, cache_path):
+    """A server of the module's own, for tests that change the corpus or the index."""
+    proc, srv = make_server(tmp_path_factory, embedder, cache, cache_path, "own-server")
+    yield srv
     proc.terminate()
     proc.wait(timeout=30)

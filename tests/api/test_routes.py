@@ -118,9 +118,9 @@ def test_maintainer_manages_records_with_validation(server):
     record = {"question": "夹具定位销磨损怎么判断", "answer": "1. 用塞规检查配合间隙，超过0.02mm更换。", "aliases": [],
               "trade": "机加工", "keywords": ["定位销"], "extra": {}}
     with server.client("maintainer") as c:
-        r = c.put("/v1/admin/records/standard_question/sq-api-1", json=record)
+        r = c.put("/v1/admin/records/standard_questions", json={**record, "id": "sq-api-1"})
         assert r.status_code == 200 and r.json()["id"] == "sq-api-1"
-        bad = c.put("/v1/admin/records/standard_question/sq-api-2", json={**record, "answer": ""})
+        bad = c.put("/v1/admin/records/standard_questions", json={**record, "id": "sq-api-2", "answer": " "})
         assert bad.status_code == 422 and "answer" in bad.json()["error"]["message"]
         assert c.get("/v1/admin/records/standard_question/sq-api-1").json()["question"] == record["question"]
         assert c.delete("/v1/admin/records/standard_question/sq-api-1").status_code == 200
