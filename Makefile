@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test index bench eval clean
+.PHONY: run test index bench eval clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,14 @@ index: $(STAMP)
 	$(BIN)/jiangxin index --corpus corpus --index index
 
 run: index
-	$(BIN)/jiangxin search
+	$(BIN)/jiangxin serve --host 127.0.0.1 --port 8000 --bootstrap
 
-test: $(STAMP)
+# The browser test drives Debian's chromium (never a downloaded browser); CJK fonts make pages legible.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei >/dev/null; } \
+	  || echo "chromium could not be installed: the browser test will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
