@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test index bench eval clean browser
+.PHONY: run test index bench bench-api clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	$(BIN)/python -m eval.bench
+
+bench-api: index
+	$(BIN)/python -m eval.bench_api --seconds 60 --concurrency 4
 
 clean:
 	rm -rf $(VENV) index

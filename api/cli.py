@@ -16,6 +16,7 @@ from rich.table import Table
 from api.settings import Settings
 from indexer.errors import JiangxinError
 
+SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 app = typer.Typer(help="Jiangxin (匠心): answers industrial questions from an innovation corpus.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 out = Console()
@@ -164,14 +165,24 @@ def eval_command(
     distractors: Annotated[Optional[list[Path]], typer.Option("--distractors", help="extra corpora mixed in")] = None,
     max_queries: Annotated[Optional[int], typer.Option("--max-queries", help="deterministic sample of queries")] = None,
     corpus: CorpusOpt = None,
+    answers: Annotated[bool, typer.Option("--answers", help="measure the answer / escalate decision instead")] = False,
+    ood: Annotated[Path, typer.Option(help="out-of-domain questions for --answers")] = SHARED_EVAL / "cail2019-dev",
+    ood_count: Annotated[int, typer.Option(help="held-out out-of-domain questions for --answers")] = 1000,
+    index: IndexOpt = None,
 ) -> None:
-    """Evaluate retrieval on a BEIR folder against the baselines; write report.json, report.md and plots."""
+    """Evaluate retrieval on a BEIR folder against the baselines; write report.json, report.md and plots.
+
+    With --answers: the answer/escalate decision of the configured engine on the labelled set plus held-out
+    out-of-domain questions (precision, coverage, out-of-domain escalation, reliability)."""
     from eval.datasets import load_beir
     from eval.report import write_report
     from eval.run import ALL_MODES, evaluate_retrieval, report_dict
     from indexer.embedders import EmbeddingCache, load_embedder
 
-    values = settings(corpus=corpus)
+    values = settings(index, corpus)
+    if answers:
+        _eval_answers(values, beir or Path("eval/sample"), ood, ood_count, out_dir or Path("eval/reports/answers"))
+        return
     if beir is None:
         err.print("error: give --beir DIR (a BEIR-layout folder, e.g. eval/sample or ../shared/eval/cmrc2018)")
         raise typer.Exit(2)
@@ -191,7 +202,8 @@ def eval_command(
         with Progress(*columns, console=err) as bars:
             task = bars.add_task("queries", total=len(dataset.judged()))
             result = evaluate_retrieval(dataset, embedder, EmbeddingCache(values.cache_path), values.corpus_dir, modes,
-                                        distractors or (), on_query=lambda: bars.advance(task))
+                                        distractors or (), on_query=lambda: bars.advance(task),
+                                        extra_systems={"ranked": ranked_system()} if "hybrid" in modes else None)
     except JiangxinError as exc:
         fail(exc)
     report = report_dict(result)
@@ -205,6 +217,68 @@ def eval_command(
                           f"{f['latency_ms_p50']:.1f}", f"{f['latency_ms_p95']:.1f}")
     out.print(table)
     out.print(f"report: {', '.join(str(p) for p in written)}", highlight=False)
+
+
+def _observe(values: Settings, sample: Path, ood: Path, ood_count: int, ood_offset: int, ranker=None):
+    from api.wiring import make_engine
+    from eval.answers import load_ood, observe
+    from eval.datasets import load_beir
+
+    engine = make_engine(values)
+    if ranker is not None:
+        engine.ranker_weights = ranker
+    dataset = load_beir(sample)
+    ood_queries = load_ood(ood, ood_count, ood_offset) if (ood / "questions.jsonl").exists() else []
+    if not ood_queries:
+        typer.echo(f"skipped: no out-of-domain questions at {ood}", err=True)
+    columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err) as bars:
+        task = bars.add_task("questions", total=len(dataset.queries) + len(ood_queries))
+        observations = observe(engine, dataset, ood_queries, on_query=lambda: bars.advance(task))
+    return engine, observations
+
+
+@app.command()
+def fit(sample: Annotated[Path, typer.Option(help="labelled question set (BEIR layout)")] = Path("eval/sample"),
+        ood: Annotated[Path, typer.Option(help="out-of-domain questions (cail2019-dev)")] = SHARED_EVAL / "cail2019-dev",
+        ood_count: Annotated[int, typer.Option(help="out-of-domain questions used for fitting")] = 300,
+        ranker: Annotated[bool, typer.Option("--ranker", help="also refit the ranker weights (rag/models/ranker.json)")] = False,
+        ship: Annotated[bool, typer.Option("--ship", help="also store the calibration as the shipped default")] = False,
+        target: Annotated[float, typer.Option(help="precision wanted of automatic answers")] = 0.9,
+        out_dir: Annotated[Path, typer.Option("--out", help="report folder")] = Path("eval/reports/answers-fit"),
+        index: IndexOpt = None, corpus: CorpusOpt = None) -> None:
+    """Fit the ranker (optional) and the confidence calibration on labelled data; report out-of-fold figures."""
+    from eval.answers import answer_report, fit_calibrator, fit_ranker
+    from eval.report import write_report
+    from eval.run import machine
+    from rag.rank import MODELS
+
+    values = settings(index, corpus)
+    try:
+        engine, observations = _observe(values, sample, ood, ood_count, 0)
+        if ranker:
+            weights = fit_ranker(observations)
+            MODELS.mkdir(exist_ok=True)
+            from indexer.store import atomic_write_text
+
+            atomic_write_text(MODELS / "ranker.json", json.dumps({"weights": weights.weights, "bias": weights.bias,
+                                                                  "fitted_on": str(sample)}, ensure_ascii=False, indent=1) + "\n")
+            engine, observations = _observe(values, sample, ood, ood_count, 0, weights)
+        calibrator, oof = fit_calibrator(observations, engine.live.embedder.model_id, target)
+    except JiangxinError as exc:
+        fail(exc)
+    calibrator.save(values.index_dir / "calibration.json")
+    if ship:
+        from rag.rank import MODELS
+
+        calibrator.save(MODELS / "calibration.json")
+    report = {"dataset": f"{sample.name} + {ood.name} (fit, out-of-fold)", "machine": machine(),
+              "answers": answer_report(observations, oof, calibrator.threshold)}
+    write_report(report, out_dir)
+    a = report["answers"]
+    out.print(f"threshold {calibrator.threshold:.2f}: precision {a['precision']:.3f}, coverage {a['coverage']:.3f}, "
+              f"out-of-domain escalated {a['ood_escalated']:.3f} (out-of-fold); saved {values.index_dir / 'calibration.json'}",
+              highlight=False)
 
 
 @app.command()
@@ -422,6 +496,45 @@ enterprise key: {enterprise}   (principal demo-enterprise)""")
   curl -s {url}/v1/tickets -H 'Authorization: Bearer {crafts or maintainer}'
   curl -s {url}/v1/admin/index -H 'Authorization: Bearer {maintainer}'
 """)
+
+
+def ranked_system():
+    """The full ranking stage (fusion, then the ranker) as an eval system."""
+    from rag.rank import Ranker, RankerWeights
+    from rag.retrieve import DEFAULT_FUSION, fuse
+
+    weights = RankerWeights.load()
+
+    def run(version, question, bm25, dense):
+        return [s.candidate.record_id for s in Ranker(version, weights).rank(question, fuse(bm25, dense, DEFAULT_FUSION))]
+
+    return run
+
+
+def _eval_answers(values: Settings, sample: Path, ood: Path, ood_count: int, out_dir: Path) -> None:
+    import numpy as np
+
+    from eval.answers import answer_report
+    from eval.report import write_report
+    from eval.run import machine
+
+    if not sample.exists():
+        typer.echo(f"skipped: data set {sample} is not on this machine", err=True)
+        return
+    try:
+        # offset 300: out-of-domain questions the calibration was not fitted on
+        engine, observations = _observe(values, sample, ood, ood_count, 300)
+    except JiangxinError as exc:
+        fail(exc)
+    confidences = np.array([engine.calibrator.confidence(o.features) for o in observations])
+    report = {"dataset": f"{sample.name} + {ood.name} (held-out)", "machine": machine(), "calibration": engine.calibrator.fitted_on,
+              "answers": answer_report(observations, confidences, engine.threshold)}
+    written = write_report(report, out_dir)
+    a = report["answers"]
+    out.print(f"threshold {engine.threshold:.2f}: precision {a['precision']:.3f}, coverage {a['coverage']:.3f}, "
+              f"unanswerable escalated {a['unanswerable_escalated']:.3f}, out-of-domain escalated {a['ood_escalated']:.3f} "
+              f"({a['ood_questions']} questions)", highlight=False)
+    out.print(f"report: {', '.join(str(p) for p in written)}", highlight=False)
 
 
 def main() -> None:

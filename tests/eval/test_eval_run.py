@@ -29,7 +29,7 @@ def test_eval_command_writes_report_with_modes_baselines_and_plots(tmp_path, cli
                                       "--corpus", str(MINI), "--distractors", str(MINI)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert set(report["modes"]) == {"bm25", "dense", "hybrid"}
+    assert set(report["modes"]) == {"bm25", "dense", "hybrid", "ranked"}
     assert set(report["baselines"]) == {"rank_bm25_jieba", "dense_only", "rrf_k60"}
     for figures in [*report["modes"].values(), *report["baselines"].values()]:
         assert KEYS <= set(figures) and figures["queries"] == 4
