@@ -256,7 +256,12 @@ def fit(sample: Annotated[Path, typer.Option(help="labelled question set (BEIR l
     values = settings(index, corpus)
     try:
         engine, observations = _observe(values, sample, ood, ood_count, 0)
+        cv = None
         if ranker:
+            from eval.answers import ranker_cv
+            from rag.retrieve import DEFAULT_FUSION
+
+            cv = ranker_cv(observations, DEFAULT_FUSION.k, DEFAULT_FUSION.w_dense)
             weights = fit_ranker(observations)
             MODELS.mkdir(exist_ok=True)
             from indexer.store import atomic_write_text
@@ -273,8 +278,10 @@ def fit(sample: Annotated[Path, typer.Option(help="labelled question set (BEIR l
 
         calibrator.save(MODELS / "calibration.json")
     report = {"dataset": f"{sample.name} + {ood.name} (fit, out-of-fold)", "machine": machine(),
-              "answers": answer_report(observations, oof, calibrator.threshold)}
+              "answers": answer_report(observations, oof, calibrator.threshold), "ranker_out_of_fold": cv}
     write_report(report, out_dir)
+    if cv:
+        out.print(f"ranker out-of-fold MRR@10 {cv['ranked_mrr@10']:.3f} vs fused order {cv['fused_mrr@10']:.3f} (same candidates)", highlight=False)
     a = report["answers"]
     out.print(f"threshold {calibrator.threshold:.2f}: precision {a['precision']:.3f}, coverage {a['coverage']:.3f}, "
               f"out-of-domain escalated {a['ood_escalated']:.3f} (out-of-fold); saved {values.index_dir / 'calibration.json'}",

@@ -8,11 +8,14 @@ from indexer.version import LiveIndex
 from rag.db import connect
 from rag.engine import Engine, EngineConfig
 from rag.escalate import TicketQueue
+from rag.generate import GeneratorConfig
 
 
 def make_engine(settings: Settings) -> Engine:
     embedder = load_embedder(settings.embedder_spec())
     live = LiveIndex(settings.index_dir, embedder)
     queue = TicketQueue(connect(settings.database_url))
-    config = EngineConfig(settings.corpus_dir, settings.index_dir, settings.answer_threshold)
+    generator = (GeneratorConfig(settings.generator_url, settings.generator_model, settings.generator_key, settings.generator_timeout)
+                 if settings.generator_url else None)
+    config = EngineConfig(settings.corpus_dir, settings.index_dir, settings.answer_threshold, generator=generator)
     return Engine(live, queue, config, EmbeddingCache(settings.cache_path))

@@ -142,3 +142,23 @@ def answer_report(observations: Sequence[Observation], confidences: np.ndarray, 
     report["reliability"] = reliability(observations, confidences)
     report["groups"] = {g: sum(1 for o in observations if o.group == g) for g in ("answerable", "unanswerable", "ood")}
     return report
+
+
+def ranker_cv(observations: Sequence[Observation], fusion_k: float, w_dense: float) -> dict[str, float]:
+    """Out-of-fold MRR@10 of the learned ranker against the fused order, on the same candidate pools."""
+    idx_b, idx_d = FEATURES.index("rr_bm25"), FEATURES.index("rr_dense")
+    out = {"ranked_mrr@10": [], "fused_mrr@10": []}
+    for fold in (0, 1):
+        weights = fit_ranker(observations, fold)
+        w = np.array([weights.weights[name] for name in FEATURES])
+        for o in observations:
+            if o.group != "answerable" or o.fold != fold or not len(o.candidates):
+                continue
+            ranked = np.argsort(-(o.candidates @ w + weights.bias), kind="stable")
+            rb, rd = o.candidates[:, idx_b], o.candidates[:, idx_d]
+            fused_score = np.where(rb > 0, 1 / (fusion_k + 1 / np.maximum(rb, 1e-9)), 0) + w_dense * np.where(rd > 0, 1 / (fusion_k + 1 / np.maximum(rd, 1e-9)), 0)
+            fused = np.argsort(-fused_score, kind="stable")
+            for key, order in (("ranked_mrr@10", ranked), ("fused_mrr@10", fused)):
+                hits = np.flatnonzero(o.relevant[order][:10] > 0)
+                out[key].append(1.0 / (hits[0] + 1) if len(hits) else 0.0)
+    return {k: float(np.mean(v)) for k, v in out.items()}

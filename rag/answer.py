@@ -38,6 +38,7 @@ class Answer:
     text: str
     sources: list[Source]
     standard: bool = False
+    generated: bool = False
     courses: list[Related] = field(default_factory=list)
     achievements: list[Related] = field(default_factory=list)
     craftsmen: list[Related] = field(default_factory=list)
@@ -79,7 +80,7 @@ def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, m
     courses, achievements, craftsmen = _related(version, ranked, trades)
     if isinstance(record, StandardQuestion) and top.sq_sim >= SQ_DIRECT:
         source = Source(1, record.kind, record.id, record.title, _snippet(record.answer))
-        return Answer(record.answer, [source], True, courses, achievements, craftsmen)
+        return Answer(record.answer, [source], standard=True, courses=courses, achievements=achievements, craftsmen=craftsmen)
 
     terms = {t: version.bm25.idf(t) for t in dict.fromkeys(version.tokenizer.tokenize(question))}
     candidates: list[tuple[float, int, int, str]] = []
@@ -105,4 +106,4 @@ def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, m
             best = version.chunks[s.candidate.chunk_rows[0]].text if s.candidate.chunk_rows else sentence
             sources.append(Source(numbers[position], s.candidate.kind, s.candidate.record_id, s.candidate.title, _snippet(best)))
         lines.append(f"{sentence}[{numbers[position]}]")
-    return Answer("\n".join(lines), sources, False, courses, achievements, craftsmen)
+    return Answer("\n".join(lines), sources, courses=courses, achievements=achievements, craftsmen=craftsmen)

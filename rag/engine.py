@@ -22,6 +22,7 @@ from indexer.version import IndexVersion, LiveIndex
 from rag.answer import SQ_DIRECT, Answer, compose_answer
 from rag.confidence import Calibrator, confidence_features, load_calibrator
 from rag.db import QuestionRow, sessions
+from rag.generate import Generator, GeneratorConfig
 from rag.escalate import CraftsmanProfile, Ticket, TicketQueue, route
 from rag.rank import Ranker, RankerWeights, Scored
 from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever, fuse
@@ -70,6 +71,7 @@ class AskResult:
             "question": self.question,
             "answer": answer["text"] if answer else None,
             "standard": bool(answer and answer["standard"]),
+            "generated": bool(answer and answer["generated"]),
             "sources": answer["sources"] if answer else [],
             "related": {k: answer[k] for k in ("courses", "achievements", "craftsmen")} if answer else {},
             "confidence": round(self.confidence, 4),
@@ -84,6 +86,7 @@ class EngineConfig:
     index_dir: Path
     threshold: float | None = None
     fusion: FusionParams = DEFAULT_FUSION
+    generator: GeneratorConfig | None = None
 
 
 class Engine:
@@ -127,6 +130,8 @@ class Engine:
         direct = top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT
         if direct or confidence >= self.threshold:
             answer = compose_answer(question, ranked, version)
+            if self.config.generator and not answer.standard:
+                answer = Generator(self.config.generator).rewrite(question, answer)
             return AskResult("answered", question, confidence, answer, index_version=version.version, ranked=ranked)
         return AskResult("escalated", question, confidence, index_version=version.version, ranked=ranked)
 

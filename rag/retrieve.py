@@ -1,8 +1,8 @@
 """Hybrid retrieval: BM25 and dense chunk hits, folded back to records, then fused.
 
-Fusion is a weighted reciprocal-rank fusion over record-level lists plus a bounded score term; the
-weights were chosen with the eval harness (see eval/reports). ``fuse_rrf`` with k=60 and equal weights
-is the common baseline the reports compare against.
+Fusion is a weighted reciprocal-rank fusion over record-level lists; its k and weights were chosen
+with the eval harness (``python -m eval.tune``, eval/reports/fusion-grid.json). ``BASELINE_RRF`` (k=60,
+equal weights) is the common baseline the reports compare against.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class FusionParams:
 
 
 BASELINE_RRF = FusionParams(k=60.0, w_bm25=1.0, w_dense=1.0)
-DEFAULT_FUSION = FusionParams(k=10.0, w_bm25=1.0, w_dense=1.0)
+DEFAULT_FUSION = FusionParams(k=3.0, w_bm25=1.0, w_dense=0.5)  # chosen on eval/reports/fusion-grid.json
 
 
 def fold(version: IndexVersion, hits: list[tuple[int, float]]) -> list[Candidate]:
