@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from indexer.embedders import EmbedCounts, EmbeddingCache, Embedder, embed_passa
 from indexer.errors import CorpusInvalid, IndexMismatchError, JiangxinError
 from indexer.records import CorpusLoad, Record, load_corpus, record_to_json
 from indexer.store import IndexStore
-from indexer.text import TOKENIZER_VERSION, Tokenizer, dictionary_words, load_tokenizer
+from indexer.text import TOKENIZER_VERSION, Tokenizer, dictionary_words
 from indexer.vectors import VectorIndex
 
 log = logging.getLogger(__name__)

@@ -103,7 +103,8 @@ def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, m
         if position not in numbers:
             s = usable[position]
             numbers[position] = len(sources) + 1
-            best = version.chunks[s.candidate.chunk_rows[0]].text if s.candidate.chunk_rows else sentence
+            passages = [version.chunks[r] for r in s.candidate.chunk_rows if version.chunks[r].role != "alias"]
+            best = passages[0].text if passages else sentence
             sources.append(Source(numbers[position], s.candidate.kind, s.candidate.record_id, s.candidate.title, _snippet(best)))
         lines.append(f"{sentence}[{numbers[position]}]")
     return Answer("\n".join(lines), sources, courses=courses, achievements=achievements, craftsmen=craftsmen)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -118,7 +118,7 @@ class TicketQueue:
     def _lock_for_create(self, session: Session, key: str) -> None:
         """Serialise concurrent creates of the same question so the duplicate check cannot race."""
         if self.engine.dialect.name == "postgresql":
-            lock = int.from_bytes(bytes.fromhex(key[:15]), "big")
+            lock = int(key[:15], 16)  # 60 bits: fits a bigint
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
         else:
             self._write_lock(session)

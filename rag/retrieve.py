@@ -7,7 +7,6 @@ equal weights) is the common baseline the reports compare against.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 

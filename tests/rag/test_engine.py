@@ -127,3 +127,23 @@ def test_acknowledged_ticket_survives_a_killed_process(mini_corpus, tmp_path, em
     ticket_id = json.loads(line)["ticket"]
     queue = TicketQueue(connect(f"sqlite:///{db}"))
     assert queue.get(ticket_id).question == "铝合金焊缝热裂纹怎么防止"
+
+
+def test_concurrent_duplicate_creates_yield_one_ticket_on_sqlite(tmp_path):
+    import threading
+
+    from rag.escalate import TicketQueue
+
+    queue = TicketQueue(connect(f"sqlite:///{tmp_path / 'q.db'}"))
+    ids, barrier = [], threading.Barrier(6)
+
+    def create():
+        barrier.wait()
+        ids.append(queue.create("空压机排气温度高", "ent-x", 0.1, [], [], [])[0].id)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 6 and len(set(ids)) == 1
