@@ -17,5 +17,6 @@ def make_engine(settings: Settings) -> Engine:
     queue = TicketQueue(connect(settings.database_url))
     generator = (GeneratorConfig(settings.generator_url, settings.generator_model, settings.generator_key, settings.generator_timeout)
                  if settings.generator_url else None)
-    config = EngineConfig(settings.corpus_dir, settings.index_dir, settings.answer_threshold, generator=generator)
+    config = EngineConfig(settings.corpus_dir, settings.index_dir, settings.answer_threshold, generator=generator,
+                          cross_encoder=settings.cross_encoder)
     return Engine(live, queue, config, EmbeddingCache(settings.cache_path))

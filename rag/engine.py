@@ -87,6 +87,7 @@ class EngineConfig:
     threshold: float | None = None
     fusion: FusionParams = DEFAULT_FUSION
     generator: GeneratorConfig | None = None
+    cross_encoder: str | None = None
 
 
 class Engine:
@@ -100,6 +101,7 @@ class Engine:
         self.cache = cache
         self.ranker_weights = ranker_weights or RankerWeights.load()
         self._calibrator = calibrator
+        self._reranker = None
         self.build_lock = threading.Lock()
         self.session = sessions(queue.engine)
 
@@ -116,7 +118,14 @@ class Engine:
     def rank(self, version: IndexVersion, question: str) -> list[Scored]:
         retriever = HybridRetriever(version, self.config.fusion)
         fused = fuse(retriever.bm25(question), retriever.dense(question), self.config.fusion)
-        return Ranker(version, self.ranker_weights).rank(question, fused)
+        ranked = Ranker(version, self.ranker_weights).rank(question, fused)
+        if self.config.cross_encoder:
+            if self._reranker is None:
+                from rag.cross_encoder import CrossEncoderReranker
+
+                self._reranker = CrossEncoderReranker(self.config.cross_encoder)
+            ranked = self._reranker.rerank(question, ranked, version)
+        return ranked
 
     def assess(self, question: str) -> AskResult:
         """Retrieve, rank and decide, without recording anything (used by ``ask`` and the eval)."""

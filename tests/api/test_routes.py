@@ -63,6 +63,11 @@ def test_every_route_allows_exactly_its_roles(server, escalated):
         ("GET", "/v1/admin/reindex", None, {"maintainer"}),
         ("GET", "/v1/admin/index", None, {"maintainer"}),
         ("GET", "/v1/admin/records/standard_question/sq-m-1", None, {"maintainer"}),
+        ("DELETE", "/v1/admin/records/course/no-such-course", None, {"maintainer"}),
+        ("PUT", "/v1/admin/records/courses", {"id": "course-m-1", "title": "细长轴与薄壁件车削技巧", "description": "面向中级车工，讲解细长轴、薄壁件加工中的变形控制。",
+                                              "chapters": ["第1章 细长轴的受力与变形", "第2章 跟刀架与中心架的使用", "第3章 薄壁件装夹"],
+                                              "trade": "机加工", "level": "中级", "duration": "24学时", "extra": {}}, {"maintainer"}),
+        ("POST", "/v1/admin/reindex", {"full": False}, {"maintainer"}),
     ]
     for method, path, body, expected in matrix:
         # state-changing ticket routes answer 409 for the allowed role when the state does not fit: still allowed
