@@ -59,11 +59,12 @@ def observe(engine: Engine, dataset: Dataset, ood: Sequence[Query] = (), depth: 
         ranked = engine.rank(version, query.text)
         qrels = dataset.qrels.get(query.id, {}) if group == "answerable" else {}
         top = ranked[0] if ranked else None
-        right = bool(top and qrels.get(top.candidate.record_id, 0) > 0)
+        # right = the top record directly answers (has the question's highest grade; 2 in the sample set)
+        right = bool(top and qrels and qrels.get(top.candidate.record_id, 0) == max(qrels.values()))
         direct = bool(top and top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT)
         head = [s for s in ranked[:depth] if s.features]
         out.append(Observation(query.id, group, right, direct, confidence_features(ranked), feature_matrix(head),
-                               np.array([1.0 if qrels.get(s.candidate.record_id, 0) > 0 else 0.0 for s in head])))
+                               np.array([1.0 if qrels and qrels.get(s.candidate.record_id, 0) == max(qrels.values()) else 0.0 for s in head])))
         if on_query:
             on_query()
     return out

