@@ -92,8 +92,15 @@ def _previous_vectors(store: IndexStore, model_id: str) -> dict[bytes, np.ndarra
 def build_index(corpus_dir: Path, index_dir: Path, embedder: Embedder, cache: EmbeddingCache | None,
                 options: BuildOptions = BuildOptions(), progress: Progress | None = None,
                 load: CorpusLoad | None = None) -> BuildReport:
-    """Validate, chunk, tokenise, embed and publish a new index version; return what was done."""
-    progress = progress or Progress()
+    """Validate, chunk, tokenise, embed and publish a new index version; return what was done.
+
+    One build at a time per index folder (``IndexBusy`` otherwise), across processes."""
+    with IndexStore(Path(index_dir)).writing():
+        return _build(corpus_dir, index_dir, embedder, cache, options, progress or Progress(), load)
+
+
+def _build(corpus_dir: Path, index_dir: Path, embedder: Embedder, cache: EmbeddingCache | None,
+           options: BuildOptions, progress: Progress, load: CorpusLoad | None) -> BuildReport:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     load = load or load_corpus(Path(corpus_dir))

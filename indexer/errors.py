@@ -35,6 +35,10 @@ class IndexNotFound(JiangxinError):
     """No usable index version exists where one was expected."""
 
 
+class IndexBusy(JiangxinError):
+    """Another process is building an index version in the same folder."""
+
+
 class IndexCorrupt(JiangxinError):
     """An index version's files do not match its manifest."""
 

@@ -13,6 +13,7 @@ the manifest, and ``CURRENT`` switches only after that. A process killed at any 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -20,11 +21,13 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexer.errors import IndexCorrupt, IndexNotFound
+from indexer.errors import IndexBusy, IndexCorrupt, IndexNotFound
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -107,8 +110,22 @@ class IndexStore:
             return []
         return sorted(p.name for p in self.versions_dir.iterdir() if (p / MANIFEST).exists())
 
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Exclusive right to build in this root (an OS file lock, released when the process dies)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".build.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IndexBusy(f"another index build is running in {self.root}; try again when it is done") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def begin(self) -> Staging:
-        """A fresh staging folder; leftovers of killed builds are removed first."""
+        """A fresh staging folder; leftovers of killed builds are removed first (call within ``writing``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         for stale in self.root.glob("staging-*"):
             shutil.rmtree(stale, ignore_errors=True)

@@ -133,3 +133,13 @@ def test_killed_index_run_leaves_current_loadable(kill_at, mini_corpus, tmp_path
 def test_vectors_are_unit_length(mini_index):
     vectors = np.load(IndexStore(mini_index).current_path() / "dense_vectors.npy")
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_a_second_concurrent_build_is_refused_not_interleaved(mini_corpus, tmp_path, embedder, cache):
+    from indexer.errors import IndexBusy
+
+    store = IndexStore(tmp_path / "index")
+    with store.writing():  # as if another process were building
+        with pytest.raises(IndexBusy, match="another index build is running"):
+            build_index(mini_corpus, tmp_path / "index", embedder, cache)
+    assert build_index(mini_corpus, tmp_path / "index", embedder, cache).records == 14
