@@ -62,6 +62,7 @@ class AskResult:
     index_version: str = ""
     id: str = ""
     ranked: list[Scored] = field(default_factory=list, repr=False)
+    version: IndexVersion | None = field(default=None, repr=False)  # the one ``ranked`` refers to
 
     def to_dict(self) -> dict[str, Any]:
         answer = self.answer.to_dict() if self.answer else None
@@ -133,7 +134,7 @@ class Engine:
         version = self.live.get()
         ranked = self.rank(version, question)
         if not ranked:
-            return AskResult("escalated", question, 0.0, index_version=version.version)
+            return AskResult("escalated", question, 0.0, index_version=version.version, version=version)
         confidence = self.calibrator.confidence(confidence_features(ranked))
         top = ranked[0]
         direct = top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT
@@ -141,15 +142,15 @@ class Engine:
             answer = compose_answer(question, ranked, version)
             if self.config.generator and not answer.standard:
                 answer = Generator(self.config.generator).rewrite(question, answer)
-            return AskResult("answered", question, confidence, answer, index_version=version.version, ranked=ranked)
-        return AskResult("escalated", question, confidence, index_version=version.version, ranked=ranked)
+            return AskResult("answered", question, confidence, answer, index_version=version.version, ranked=ranked,
+                             version=version)
+        return AskResult("escalated", question, confidence, index_version=version.version, ranked=ranked, version=version)
 
     def ask(self, question: str, asker: str = "anonymous") -> AskResult:
         """Answer ``question`` or escalate it; either way the outcome is recorded durably first."""
         result = self.assess(question)
         if result.status == "escalated":
-            version = self.live.get()
-            result.ticket = self._escalate(version, result, asker)
+            result.ticket = self._escalate(result.version or self.live.get(), result, asker)
         result.id = "Q" + secrets.token_hex(6)
         with self.session.begin() as session:
             session.add(QuestionRow(id=result.id, asker=asker, question=result.question, status=result.status,
