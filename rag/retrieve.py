@@ -42,7 +42,7 @@ class FusionParams:
 
 
 BASELINE_RRF = FusionParams(k=60.0, w_bm25=1.0, w_dense=1.0)
-DEFAULT_FUSION = FusionParams(k=3.0, w_bm25=1.0, w_dense=0.5)  # chosen on eval/reports/fusion-grid.json
+DEFAULT_FUSION = FusionParams(k=1.0, w_bm25=1.0, w_dense=0.85)  # chosen on eval/reports/fusion-grid.json
 
 
 def fold(version: IndexVersion, hits: list[tuple[int, float]]) -> list[Candidate]:
