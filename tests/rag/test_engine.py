@@ -130,20 +130,7 @@ def test_acknowledged_ticket_survives_a_killed_process(mini_corpus, tmp_path, em
 
 
 def test_concurrent_duplicate_creates_yield_one_ticket_on_sqlite(tmp_path):
-    import threading
+    from tests.rag.concurrency import create_concurrently
 
-    from rag.escalate import TicketQueue
-
-    queue = TicketQueue(connect(f"sqlite:///{tmp_path / 'q.db'}"))
-    ids, barrier = [], threading.Barrier(6)
-
-    def create():
-        barrier.wait()
-        ids.append(queue.create("空压机排气温度高", "ent-x", 0.1, [], [], [])[0].id)
-
-    threads = [threading.Thread(target=create) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    ids = create_concurrently(TicketQueue(connect(f"sqlite:///{tmp_path / 'q.db'}")), "ent-x")
     assert len(ids) == 6 and len(set(ids)) == 1

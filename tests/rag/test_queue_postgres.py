@@ -1,7 +1,6 @@
 """The ticket queue on PostgreSQL (JIANGXIN_TEST_POSTGRES_URL, default the local test role .ci/run creates)."""
 
 import os
-import threading
 import uuid
 
 import pytest
@@ -10,6 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from rag.db import connect
 from rag.escalate import Route, TicketQueue
+from tests.rag.concurrency import create_concurrently
 
 URL = os.environ.get("JIANGXIN_TEST_POSTGRES_URL", "postgresql+psycopg://jx:jx@127.0.0.1:5432/jx")
 
@@ -36,16 +36,5 @@ def test_life_cycle_on_postgres(queue):
 
 
 def test_concurrent_duplicate_creates_yield_one_ticket_on_postgres(queue):
-    asker = f"ent-{uuid.uuid4().hex[:8]}"
-    ids, barrier = [], threading.Barrier(6)
-
-    def create():
-        barrier.wait()
-        ids.append(queue.create("空压机排气温度高", asker, 0.1, [], [], [])[0].id)
-
-    threads = [threading.Thread(target=create) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(set(ids)) == 1
+    ids = create_concurrently(queue, f"ent-{uuid.uuid4().hex[:8]}")
+    assert len(ids) == 6 and len(set(ids)) == 1
