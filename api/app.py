@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import logging
+import re
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
+from api.limits import Limits, RateLimited
 from api.routes import admin, health, questions, tickets
 from api.service import Service
 from api.settings import Settings
+from indexer.errors import JiangxinError
 
 PAGES = Path(__file__).resolve().parent / "pages"
+log = logging.getLogger(__name__)
 
 
 class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, whether or not Content-Length is sent."""
+    """Refuses request bodies over ``limit`` bytes with 413, whether or not Content-Length is sent.
+
+    A streamed (chunked) body is counted as it is read; once it passes the limit, reading raises, and whatever
+    the app then makes of that (FastAPI turns any error while parsing a body into a 400) is replaced by the 413.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -27,30 +40,122 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = errors.error(413, "body_too_large", f"request body over {self.limit} bytes")
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await errors.error(413, "body_too_large", f"request body over {self.limit} bytes")(scope, receive, send)
+            await too_large(scope, receive, send)
             return
-        seen = 0
+        seen, over, started = 0, False, False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                over = True
                 raise errors.BodyTooLarge(self.limit)
             return message
 
+        async def unless_over(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, unless_over)
         except errors.BodyTooLarge:
-            await errors.error(413, "body_too_large", f"request body over {self.limit} bytes")(scope, receive, send)
+            pass
+        if over and not started:
+            await too_large(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Every response says ``nosniff`` and may not be framed; pages add their own Content-Security-Policy."""
+
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(h for h in self.HEADERS if h[0] not in present)]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class JiangxinApp(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # outside Starlette's error middleware too, so that a 500 also carries the headers
+        return SecurityHeaders(super().build_middleware_stack())
+
+
+def _csp_hash(source: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def page_policy(html: str) -> str:
+    """A Content-Security-Policy allowing exactly this page's inline script, styles and style attributes (by hash).
+
+    The pages call only their own origin; nothing else is loaded, and they may not be framed.
+    """
+    scripts = " ".join(_csp_hash(s) for s in re.findall(r"<script>(.*?)</script>", html, flags=re.S)) or "'none'"
+    styles = " ".join(_csp_hash(s) for s in re.findall(r"<style>(.*?)</style>", html, flags=re.S))
+    attributes = " ".join(_csp_hash(s) for s in sorted(set(re.findall(r'\sstyle="([^"]*)"', html))))
+    style_src = " ".join(p for p in (styles, f"'unsafe-hashes' {attributes}" if attributes else "") if p) or "'none'"
+    return (f"default-src 'none'; script-src {scripts}; style-src {style_src}; connect-src 'self'; img-src 'self' data:; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+@lru_cache(maxsize=None)
+def _page(name: str) -> tuple[str, str]:
+    html = (PAGES / name).read_text(encoding="utf-8")
+    return html, page_policy(html)
+
+
+def page(name: str) -> HTMLResponse:
+    html, policy = _page(name)
+    return HTMLResponse(html, headers={"Content-Security-Policy": policy})
+
+
+def _without_server_detail(handler):
+    """A 5xx is the server's condition, not the caller's: its message may name files or quote a library's
+    exception, so the caller gets the status, code and headers with a plain message, and the log gets the rest."""
+
+    async def answer(request: Request, exc: Exception):
+        response = await handler(request, exc)
+        if response.status_code < 500:
+            return response
+        log.error("%s %s → %d: %s: %s", request.method, request.url.path, response.status_code, type(exc).__name__, exc)
+        code = json.loads(response.body)["error"]["code"]
+        headers = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
+        return errors.error(response.status_code, code, f"{code.replace('_', ' ')}: the server cannot answer this now "
+                                                        "(the details are in its log)", headers)
+
+    return answer
+
+
+async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+    return errors.error(429, "rate_limited", str(exc), {"Retry-After": exc.retry_after_header})
 
 
 def _routes() -> FastAPI:
-    app = FastAPI(title="Jiangxin (匠心) API", version="0.1.0",
-                  description="Answers industrial questions from an innovation corpus; escalates to master craftsmen.")
+    app = JiangxinApp(title="Jiangxin (匠心) API", version="0.1.0",
+                      description="Answers industrial questions from an innovation corpus; escalates to master craftsmen.")
     errors.install(app)
+    for cls, handler in list(app.exception_handlers.items()):
+        if isinstance(cls, type) and issubclass(cls, JiangxinError):
+            app.add_exception_handler(cls, _without_server_detail(handler))
+    app.add_exception_handler(RateLimited, rate_limited)
     for router in (questions.router, tickets.router, admin.router, health.router):
         app.include_router(router)
     return app
@@ -66,8 +171,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service = Service(settings)
     app = _routes()
     app.state.service = service
+    app.state.limits = Limits(settings.limit_settings())
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
-    @app.middleware("http")
+    @app.middleware("http")  # outside the body limit, so a 413 is counted as one
     async def measure(request: Request, call_next):
         start = time.perf_counter()
         response = await call_next(request)
@@ -79,11 +186,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def ask_page() -> HTMLResponse:
-        return HTMLResponse((PAGES / "ask.html").read_text(encoding="utf-8"))
+        return page("ask.html")
 
     @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
     def queue_page() -> HTMLResponse:
-        return HTMLResponse((PAGES / "queue.html").read_text(encoding="utf-8"))
+        return page("queue.html")
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -164,10 +164,11 @@ def eval_command(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="report folder")] = None,
     distractors: Annotated[Optional[list[Path]], typer.Option("--distractors", help="extra corpora mixed in")] = None,
     max_queries: Annotated[Optional[int], typer.Option("--max-queries", help="deterministic sample of queries")] = None,
+    part: Annotated[Optional[str], typer.Option("--part", help="only this part of a split set (fit or heldout)")] = None,
     corpus: CorpusOpt = None,
     answers: Annotated[bool, typer.Option("--answers", help="measure the answer / escalate decision instead")] = False,
-    ood: Annotated[Path, typer.Option(help="out-of-domain questions for --answers")] = SHARED_EVAL / "cail2019-dev",
-    ood_count: Annotated[int, typer.Option(help="held-out out-of-domain questions for --answers")] = 1000,
+    ood: Annotated[Optional[list[Path]], typer.Option(help="out-of-domain question sets for --answers")] = None,
+    ood_count: Annotated[int, typer.Option(help="held-out out-of-domain questions per set for --answers")] = 1000,
     index: IndexOpt = None,
 ) -> None:
     """Evaluate retrieval on a BEIR folder against the baselines; write report.json, report.md and plots.
@@ -181,7 +182,8 @@ def eval_command(
 
     values = settings(index, corpus)
     if answers:
-        _eval_answers(values, beir or Path("eval/sample"), ood, ood_count, out_dir or Path("eval/reports/answers"))
+        _eval_answers(values, [f"{beir}:{part}" if part else str(beir)] if beir else HELD_OUT_SETS, ood or OOD_SETS, ood_count,
+                      out_dir or Path("eval/reports/answers"))
         return
     if beir is None:
         err.print("error: give --beir DIR (a BEIR-layout folder, e.g. eval/sample or ../shared/eval/cmrc2018)")
@@ -194,7 +196,7 @@ def eval_command(
         typer.echo(f"skipped: data set {beir} is not on this machine", err=True)
         return
     try:
-        dataset = load_beir(beir, max_queries)
+        dataset = load_beir(beir, max_queries, part=part)
         for note in dataset.skipped:
             typer.echo(note, err=True)
         embedder = load_embedder(values.embedder_spec())
@@ -219,7 +221,13 @@ def eval_command(
     out.print(f"report: {', '.join(str(p) for p in written)}", highlight=False)
 
 
-def _observe(values: Settings, sample: Path, ood: Path, ood_count: int, ood_offset: int, ranker=None):
+def _parse_set(spec: str) -> tuple[Path, str | None]:
+    """``eval/field:fit`` → (Path("eval/field"), "fit"); a set without ``:part`` is used whole."""
+    path, _, part = spec.partition(":")
+    return Path(path), part or None
+
+
+def _observe(values: Settings, sets: list[str], ood: list[Path], ood_count: int, ood_offset: int, ranker=None):
     from api.wiring import make_engine
     from eval.answers import load_ood, observe
     from eval.datasets import load_beir
@@ -227,35 +235,62 @@ def _observe(values: Settings, sample: Path, ood: Path, ood_count: int, ood_offs
     engine = make_engine(values)
     if ranker is not None:
         engine.ranker_weights = ranker
-    dataset = load_beir(sample)
-    ood_queries = load_ood(ood, ood_count, ood_offset) if (ood / "questions.jsonl").exists() else []
-    if not ood_queries:
-        typer.echo(f"skipped: no out-of-domain questions at {ood}", err=True)
+    datasets = []
+    for spec in sets:
+        folder, part = _parse_set(spec)
+        if not folder.exists():
+            typer.echo(f"skipped: data set {folder} is not on this machine", err=True)
+            continue
+        datasets.append(load_beir(folder, part=part))
+    ood_queries, ood_names = [], []
+    for folder in ood:
+        if not folder.exists():
+            typer.echo(f"skipped: no out-of-domain questions at {folder}", err=True)
+            continue
+        ood_queries += load_ood(folder, ood_count, ood_offset)
+        ood_names.append(f"{folder.name} [{ood_offset}:{ood_offset + ood_count}]")
     columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    observations = []
     with Progress(*columns, console=err) as bars:
-        task = bars.add_task("questions", total=len(dataset.queries) + len(ood_queries))
-        observations = observe(engine, dataset, ood_queries, on_query=lambda: bars.advance(task))
-    return engine, observations
+        task = bars.add_task("questions", total=sum(len(d.queries) for d in datasets) + len(ood_queries))
+        for dataset in datasets:
+            observations += observe(engine, dataset, on_query=lambda: bars.advance(task))
+        observations += observe(engine, None, ood_queries, on_query=lambda: bars.advance(task))
+    names = " + ".join([d.name for d in datasets] + ood_names)
+    return engine, observations, names
+
+
+FIT_SETS = ["eval/sample", "eval/field:fit"]
+OOD_SETS = [SHARED_EVAL / "cail2019-dev", SHARED_EVAL / "qbqtc-dev"]
+FIT_OOD = 400  # out-of-domain questions per set used for fitting: the first slice; reports use the ones after it
 
 
 @app.command()
-def fit(sample: Annotated[Path, typer.Option(help="labelled question set (BEIR layout)")] = Path("eval/sample"),
-        ood: Annotated[Path, typer.Option(help="out-of-domain questions (cail2019-dev)")] = SHARED_EVAL / "cail2019-dev",
-        ood_count: Annotated[int, typer.Option(help="out-of-domain questions used for fitting")] = 300,
+def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelled set to fit on, DIR or DIR:PART (repeat)")] = None,
+        ood: Annotated[Optional[list[Path]], typer.Option(help="out-of-domain question sets (cail2019-dev, qbqtc-dev)")] = None,
+        ood_count: Annotated[int, typer.Option(help="out-of-domain questions per set used for fitting (the first slice)")] = FIT_OOD,
         ranker: Annotated[bool, typer.Option("--ranker", help="also refit the ranker weights (rag/models/ranker.json)")] = False,
-        ship: Annotated[bool, typer.Option("--ship", help="also store the calibration as the shipped default")] = False,
-        target: Annotated[float, typer.Option(help="precision wanted of automatic answers")] = 0.9,
+        ship: Annotated[bool, typer.Option("--ship", help="also store calibration and scope model as the shipped defaults")] = False,
+        target: Annotated[float, typer.Option(help="precision wanted of automatic answers")] = 0.95,
         out_dir: Annotated[Path, typer.Option("--out", help="report folder")] = Path("eval/reports/answers-fit"),
         index: IndexOpt = None, corpus: CorpusOpt = None) -> None:
-    """Fit the ranker (optional) and the confidence calibration on labelled data; report out-of-fold figures."""
-    from eval.answers import answer_report, fit_calibrator, fit_ranker
+    """Fit the ranker (optional), the confidence calibration and the scope model on the fit parts only
+    (default: eval/sample and the fit part of eval/field, plus out-of-domain questions); report out-of-fold."""
+    import numpy as np
+
+    from eval.answers import answer_report, fit_calibrator, fit_ranker, fit_scope, scope_probabilities, with_scope
     from eval.report import write_report
     from eval.run import machine
     from rag.rank import MODELS
 
     values = settings(index, corpus)
+    sets = sets or FIT_SETS
+    if any(_parse_set(s)[1] == "heldout" for s in sets):
+        err.print("error: never fit on a held-out part")
+        raise typer.Exit(2)
     try:
-        engine, observations = _observe(values, sample, ood, ood_count, 0)
+        ood = ood or OOD_SETS
+        engine, observations, names = _observe(values, sets, ood, ood_count, 0)
         cv = None
         if ranker:
             from eval.answers import ranker_cv
@@ -267,25 +302,31 @@ def fit(sample: Annotated[Path, typer.Option(help="labelled question set (BEIR l
             from indexer.store import atomic_write_text
 
             atomic_write_text(MODELS / "ranker.json", json.dumps({"weights": weights.weights, "bias": weights.bias,
-                                                                  "fitted_on": str(sample)}, ensure_ascii=False, indent=1) + "\n")
-            engine, observations = _observe(values, sample, ood, ood_count, 0, weights)
-        calibrator, oof = fit_calibrator(observations, engine.live.embedder.model_id, target)
+                                                                  "fitted_on": names}, ensure_ascii=False, indent=1) + "\n")
+            engine, observations, names = _observe(values, sets, ood, ood_count, 0, weights)
+        model_id = engine.live.embedder.model_id
+        scope, scope_oof = fit_scope(observations, model_id, fitted_on=names)
+        probabilities = scope_probabilities(observations, scope, scope_oof)
+        with_scope(observations, probabilities)
+        calibrator, oof = fit_calibrator(observations, model_id, target, fitted_on=names)
     except JiangxinError as exc:
         fail(exc)
     calibrator.save(values.index_dir / "calibration.json")
+    scope.save(values.index_dir / "scope.json")
     if ship:
-        from rag.rank import MODELS
-
         calibrator.save(MODELS / "calibration.json")
-    report = {"dataset": f"{sample.name} + {ood.name} (fit, out-of-fold)", "machine": machine(),
-              "answers": answer_report(observations, oof, calibrator.threshold), "ranker_out_of_fold": cv}
+        scope.save(MODELS / "scope.json")
+    in_scope = probabilities >= scope.threshold
+    report = {"dataset": f"{names} (fit parts, out-of-fold)", "machine": machine(),
+              "answers": answer_report(observations, oof, calibrator.threshold, in_scope), "ranker_out_of_fold": cv}
     write_report(report, out_dir)
     if cv:
         out.print(f"ranker out-of-fold MRR@10 {cv['ranked_mrr@10']:.3f} vs fused order {cv['fused_mrr@10']:.3f} (same candidates)", highlight=False)
     a = report["answers"]
     out.print(f"threshold {calibrator.threshold:.2f}: precision {a['precision']:.3f}, coverage {a['coverage']:.3f}, "
-              f"out-of-domain escalated {a['ood_escalated']:.3f} (out-of-fold); saved {values.index_dir / 'calibration.json'}",
-              highlight=False)
+              f"out-of-domain escalated {a['ood_escalated']:.3f}, ECE {a['ece']:.3f}; scope threshold {scope.threshold:.3f}: "
+              f"out-of-domain to craftsmen {a['ood_to_craftsman']:.3f}, uncovered declined {a['uncovered_declined']:.3f} "
+              f"(out-of-fold, fit parts); saved {values.index_dir / 'calibration.json'} and scope.json", highlight=False)
 
 
 @app.command()
@@ -306,16 +347,26 @@ def ask(question: str, asker: Annotated[str, typer.Option(help="who asks (enterp
     if data["status"] == "answered":
         label = "标准答案" if data["standard"] else "答案"
         out.print(f"[bold]{label}[/bold]（置信度 {data['confidence']:.2f}）", highlight=False)
+        if data.get("matched_question"):
+            out.print(f"匹配的标准问题：{data['matched_question']}", highlight=False, markup=False)
         out.print(data["answer"], highlight=False, markup=False)
         for src in data["sources"]:
             out.print(f"[{src['n']}] {src['kind']} {src['id']} {src['title']}", highlight=False, markup=False)
         for key, label in (("courses", "推荐课程"), ("achievements", "相关成果"), ("craftsmen", "相关工匠")):
             if data["related"].get(key):
                 out.print(f"{label}: " + "；".join(f"{r['title']} ({r['id']})" for r in data["related"][key]), highlight=False, markup=False)
-    else:
+    elif data["status"] == "escalated":
         ticket = data["ticket"]
-        out.print(f"置信度 {data['confidence']:.2f} 低于阈值，已转交工匠：工单 {ticket['id']}", highlight=False)
-        out.print("路由给：" + "、".join(f"{r['name']} ({r['id']})" for r in ticket["routed_to"]), highlight=False)
+        out.print(f"{data['message']}（工单 {ticket['id']}）", highlight=False, markup=False)
+        for c in data["related"].get("craftsmen", []):
+            honours = f"（{'、'.join(c['honours'])}）" if c["honours"] else ""
+            out.print(f"  {c['name']}{honours} 擅长：{'、'.join(c['skills'])}", highlight=False, markup=False)
+        if data["related"].get("records"):
+            out.print(data["related"]["note"], highlight=False, markup=False)
+            for r in data["related"]["records"]:
+                out.print(f"  {r['title']} ({r['kind']} {r['id']})：{r['snippet']}", highlight=False, markup=False)
+    else:
+        out.print(data["message"], highlight=False, markup=False)
 
 
 queue_app = typer.Typer(help="The craftsman ticket queue: list, show, claim, release, answer, publish, close.", no_args_is_help=True)
@@ -436,15 +487,31 @@ def _keys():
 
 @keys_app.command("create")
 def keys_create(role: Annotated[str, typer.Option(help="enterprise, craftsman or maintainer")],
-                name: Annotated[str, typer.Option(help="who the key is for")],
-                principal: Annotated[Optional[str], typer.Option(help="enterprise id, or the craftsman's record id (default: name)")] = None) -> None:
+                name: Annotated[str, typer.Option(help="who the key is for (a display name; never owns anything)")],
+                principal: Annotated[Optional[str], typer.Option(
+                    help="craftsman: their record id (required); enterprise: an existing enterprise id to give it another "
+                         "key (default: a new opaque id)")] = None,
+                corpus: CorpusOpt = None) -> None:
     """Create a key; it is printed once and stored only as a hash."""
     try:
+        if role == "craftsman" and principal:
+            _require_craftsman(settings(corpus=corpus).corpus_dir, principal.strip())
         key, who = _keys().create(role, name, principal)
     except JiangxinError as exc:
         fail(exc)
     typer.echo(f"key id {who.key_id}: role {who.role}, principal {who.principal}")
     typer.echo(key)
+
+
+def _require_craftsman(corpus_dir: Path, craftsman_id: str) -> None:
+    """A craftsman key acts for a craftsman record: refuse an id the corpus does not have."""
+    from indexer.records import Craftsman, load_corpus
+
+    known = {r.id for r in load_corpus(corpus_dir).records if isinstance(r, Craftsman)}
+    if craftsman_id not in known:
+        sample = ", ".join(sorted(known)[:5]) or "none"
+        raise JiangxinError(f"no craftsman {craftsman_id!r} in the corpus {corpus_dir} (craftsmen there: {sample}"
+                            f"{', …' if len(known) > 5 else ''}); --principal must be a craftsman's record id")
 
 
 @keys_app.command("list")
@@ -518,29 +585,51 @@ def ranked_system():
     return run
 
 
-def _eval_answers(values: Settings, sample: Path, ood: Path, ood_count: int, out_dir: Path) -> None:
+HELD_OUT_SETS = ["eval/field:heldout"]
+
+
+def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count: int, out_dir: Path) -> None:
     import numpy as np
 
-    from eval.answers import answer_report
+    from eval.answers import answer_report, scope_probabilities, with_scope
     from eval.report import write_report
     from eval.run import machine
+    from rag.questions import QuestionLog
 
-    if not sample.exists():
-        typer.echo(f"skipped: data set {sample} is not on this machine", err=True)
-        return
     try:
-        # offset 300: out-of-domain questions the calibration was not fitted on
-        engine, observations = _observe(values, sample, ood, ood_count, 300)
+        # from FIT_OOD on: out-of-domain questions the calibration and scope model were not fitted on
+        engine, observations, names = _observe(values, sets, ood, ood_count, FIT_OOD)
     except JiangxinError as exc:
         fail(exc)
+    if not observations:
+        typer.echo("skipped: no labelled questions on this machine", err=True)
+        return
+    scope = engine.scope
+    probabilities = scope_probabilities(observations, scope)
+    with_scope(observations, probabilities)
     confidences = np.array([engine.calibrator.confidence(o.features) for o in observations])
-    report = {"dataset": f"{sample.name} + {ood.name} (held-out)", "machine": machine(), "calibration": engine.calibrator.fitted_on,
-              "answers": answer_report(observations, confidences, engine.threshold)}
+    in_scope = probabilities >= (scope.threshold if scope else 0.0)
+    feedback = QuestionLog(engine.queue.engine, engine.queue).feedback_counts()
+    report = {"dataset": f"{names} (held-out)", "machine": machine(), "calibration": engine.calibrator.fitted_on,
+              "scope": scope.fitted_on if scope else "none: every question counts as in scope",
+              "answers": answer_report(observations, confidences, engine.threshold, in_scope),
+              "feedback": {**feedback, "database": "configured database (JIANGXIN_DATABASE_URL)"}}
     written = write_report(report, out_dir)
     a = report["answers"]
-    out.print(f"threshold {engine.threshold:.2f}: precision {a['precision']:.3f}, coverage {a['coverage']:.3f}, "
-              f"unanswerable escalated {a['unanswerable_escalated']:.3f}, out-of-domain escalated {a['ood_escalated']:.3f} "
-              f"({a['ood_questions']} questions)", highlight=False)
+    r = a["routing"]
+    b = a["raw_cosine_baseline"]
+    out.print(f"{names} (held-out), threshold {engine.threshold:.2f}:", highlight=False)
+    out.print(f"  coverage {a['coverage']:.3f} of answerable, precision {a['precision']:.3f} of {a['answered']} automatic answers, "
+              f"unanswerable escalated {a['not_answered_all_unanswerable']:.3f}, ECE {a['ece']:.3f}", highlight=False)
+    out.print(f"  out of scope: {a['ood_to_craftsman']:.3f} of out-of-domain questions reach a craftsman, "
+              f"{a['uncovered_declined']:.3f} of in-domain uncovered ones declined", highlight=False)
+    if r["first_craftsman_in_gold_trade"] is not None:
+        out.print(f"  routing: first routed craftsman in the gold trade for {r['first_craftsman_in_gold_trade']:.3f} of "
+                  f"{r['escalated_answerable']} escalated answerable questions ({r['first_craftsman_in_gold_trade_all']:.3f} of all "
+                  f"{r['all_answerable']})", highlight=False)
+    out.print(f"  raw dense-cosine threshold (RAGFlow/MaxKB/Dify recipe) at precision ≥ {b['target_precision']:.3f}: "
+              f"coverage {b['coverage']:.3f} (threshold {b['threshold']})", highlight=False)
+    out.print(f"  feedback so far: {feedback['helpful']} helpful, {feedback['unhelpful']} unhelpful", highlight=False)
     out.print(f"report: {', '.join(str(p) for p in written)}", highlight=False)
 
 

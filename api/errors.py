@@ -11,15 +11,20 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from api.security import Unauthorized
-from indexer.errors import (Conflict, CorpusError, Forbidden, IndexMismatchError, IndexNotFound, JiangxinError,
-                            NotFound)
+from indexer.corpus_store import CorpusBusy, CorpusCorrupt, DuplicateId
+from indexer.errors import (Conflict, CorpusError, CorpusInvalid, Forbidden, IndexBusy, IndexCorrupt, IndexMismatchError,
+                            IndexNotFound, JiangxinError, NotFound, QuotaExceeded)
 from rag.engine import InvalidQuestion
 
 log = logging.getLogger(__name__)
 
 STATUS = [(Unauthorized, 401, "unauthorized"), (Forbidden, 403, "forbidden"), (NotFound, 404, "not_found"),
+          (DuplicateId, 409, "duplicate_id"), (CorpusCorrupt, 409, "corpus_corrupt"), (CorpusInvalid, 409, "corpus_invalid"),
           (Conflict, 409, "conflict"), (InvalidQuestion, 422, "invalid_question"), (CorpusError, 422, "invalid_record"),
-          (IndexNotFound, 503, "index_unavailable"), (IndexMismatchError, 503, "index_mismatch")]
+          (IndexNotFound, 503, "index_unavailable"), (IndexMismatchError, 503, "index_mismatch"),
+          (QuotaExceeded, 429, "quota_exceeded"), (IndexBusy, 503, "index_busy"), (IndexCorrupt, 503, "index_corrupt"),
+          (CorpusBusy, 503, "corpus_busy")]
+RETRY_AFTER_503 = "5"  # seconds: a build finishing, a version loading, a lock freeing
 
 
 class BodyTooLarge(Exception):
@@ -45,7 +50,8 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
 ERROR_RESPONSES = {status: {"model": ErrorResponse, "description": desc} for status, desc in
                    ((400, "Bad request"), (401, "Missing or unknown API key"), (403, "Not allowed for this role"),
                     (404, "Not found"), (409, "Conflict with the current state"), (413, "Body too large"),
-                    (422, "Invalid input"))}
+                    (422, "Invalid input"), (429, "Quota exceeded; see Retry-After"),
+                    (503, "Index or corpus busy or unavailable; see Retry-After"))}
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -64,6 +70,10 @@ def install(app: FastAPI) -> None:
         for cls, status, code in STATUS:
             if isinstance(exc, cls):
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                if isinstance(exc, QuotaExceeded):
+                    headers = {"Retry-After": str(exc.retry_after)}
+                elif status == 503:
+                    headers = {"Retry-After": RETRY_AFTER_503}
                 return error(status, code, str(exc), headers)
         return error(400, "bad_request", str(exc))
 

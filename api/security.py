@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Literal
@@ -14,6 +15,8 @@ from rag.db import ApiKeyRow, sessions
 
 Role = Literal["enterprise", "craftsman", "maintainer"]
 ROLES: tuple[str, ...] = ("enterprise", "craftsman", "maintainer")
+PRINCIPAL_PREFIX = {"enterprise": "ent-", "maintainer": "ops-"}
+PRINCIPAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")  # the corpus's record-id shape
 
 
 class Unauthorized(JiangxinError):
@@ -39,17 +42,30 @@ class KeyStore:
         self.session = sessions(engine)
 
     def create(self, role: str, name: str, principal: str | None = None) -> tuple[str, Principal]:
-        """A new key; the plain key is returned once and never stored."""
+        """A new key; the plain key is returned once and never stored.
+
+        The principal is what owns questions and tickets, so it is an id, never the display name: an enterprise
+        or maintainer key without one gets a fresh opaque id (pass an existing one to give that principal
+        another key); a craftsman key must name the craftsman's record id.
+        """
         if role not in ROLES:
             raise JiangxinError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
-        if not name.strip():
+        name = name.strip()
+        if not name:
             raise JiangxinError("a key needs a name")
+        if principal is None or not principal.strip():
+            if role == "craftsman":
+                raise JiangxinError("a craftsman key needs --principal: the craftsman's record id (e.g. cm-hj-03)")
+            principal = PRINCIPAL_PREFIX[role] + secrets.token_hex(8)
+        principal = principal.strip()
+        if not PRINCIPAL_ID.fullmatch(principal):
+            raise JiangxinError(f"principal {principal!r} is not an id: use letters, digits and . _ : - (at most 128), "
+                                "starting with a letter or digit")
         key = "jx_" + secrets.token_urlsafe(32)
         key_id = "K" + secrets.token_hex(5)
-        principal = (principal or name).strip()
         with self.session.begin() as session:
-            session.add(ApiKeyRow(id=key_id, key_hash=hash_key(key), name=name.strip(), role=role, principal=principal))
-        return key, Principal(key_id, role, principal, name.strip())
+            session.add(ApiKeyRow(id=key_id, key_hash=hash_key(key), name=name, role=role, principal=principal))
+        return key, Principal(key_id, role, principal, name)
 
     def authenticate(self, key: str | None) -> Principal:
         if not key:

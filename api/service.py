@@ -8,27 +8,56 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from api.settings import Settings
 from api.security import KeyStore
 from api.wiring import make_engine
 from indexer.build import BuildOptions, build_index
 from indexer.errors import Conflict, JiangxinError
+from indexer.version import LiveIndex
 from rag.engine import Engine
 from rag.questions import QuestionLog
 
 log = logging.getLogger(__name__)
 
 
+class IndexCollector:
+    """The live index's state as metrics, read at scrape time (a scrape never loads anything)."""
+
+    def __init__(self, live: LiveIndex) -> None:
+        self.live = live
+
+    def collect(self):
+        state = self.live.state()
+        serving = GaugeMetricFamily("jiangxin_index_version_info", "Serving index version", labels=["version"])
+        if state.serving:
+            serving.add_metric([state.serving], 1)
+        yield serving
+        yield CounterMetricFamily("jiangxin_index_load_failures", "Index versions that failed to load (the old one kept serving)",
+                                  value=state.failures_total)
+        yield GaugeMetricFamily("jiangxin_index_loading", "1 while a new index version loads in the background",
+                                value=int(state.loading is not None))
+        yield GaugeMetricFamily("jiangxin_index_stale", "1 while an older version serves because the current one failed to load",
+                                value=int(state.state == "stale_failed_load"))
+        if state.failure is not None:
+            yield GaugeMetricFamily("jiangxin_index_last_load_failure_timestamp_seconds", "When the last index load failed",
+                                    value=state.failure.at)
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, live: LiveIndex | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("jiangxin_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("jiangxin_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.outcomes = Counter("jiangxin_questions_total", "Questions by outcome", ["status"], registry=self.registry)
-        self.index_version = Gauge("jiangxin_index_version_info", "Serving index version", ["version"], registry=self.registry)
+        self.feedback = Counter("jiangxin_feedback_total", "Askers' verdicts on automatic answers", ["helpful"], registry=self.registry)
+        self.handovers = Counter("jiangxin_handovers_total", "Answered questions sent to a craftsman by the asker (转人工)",
+                                 registry=self.registry)
+        if live is not None:
+            self.registry.register(IndexCollector(live))
 
 
 @dataclass
@@ -79,7 +108,7 @@ class Reindexer:
             with engine.build_lock:
                 report = build_index(engine.config.corpus_dir, engine.config.index_dir, engine.live.embedder, engine.cache,
                                      BuildOptions(full=full), self)
-            engine.live.get()  # load the new version now, not on the next request
+            engine.live.refresh(wait=True)  # serve the new version before reporting done (raises if it cannot load)
             self.status.version = report.version
             self.status.report = {"records": report.records, "chunks": report.chunks, "added": report.added,
                                   "changed": report.changed, "removed": report.removed, "embedded": report.embedded,
@@ -101,4 +130,4 @@ class Service:
         self.keys = KeyStore(self.engine.queue.engine)
         self.questions = QuestionLog(self.engine.queue.engine, self.engine.queue)
         self.reindexer = Reindexer(self.engine)
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.engine.live)

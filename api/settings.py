@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.limits import LimitSettings
 from indexer.embedders import EmbedderSpec
 
 
@@ -30,6 +31,14 @@ class Settings(BaseSettings):
     generator_key: str | None = None
     generator_timeout: float = 20.0
     max_body_bytes: int = 64 * 1024
+    escalation_quota_per_day: int = 50  # tickets one asker may open in any 24 hours; 0 turns the quota off
+    rate_per_second: float = 10.0  # requests per second per API key (0: no limit); per worker process
+    rate_burst: int = 30  # requests a key may make at once before the rate applies
+    auth_failures: int = 20  # wrong keys one client address may send per window before it gets 429
+    auth_failure_window: float = 60.0  # seconds
 
     def embedder_spec(self) -> EmbedderSpec:
         return EmbedderSpec(self.embedder, self.embedder_allow_hub, self.embedder_query_prefix, self.embedder_passage_prefix)
+
+    def limit_settings(self) -> LimitSettings:
+        return LimitSettings(self.rate_per_second, self.rate_burst, self.auth_failures, self.auth_failure_window)

@@ -14,7 +14,7 @@ from rag.generate import GeneratorConfig
 def make_engine(settings: Settings) -> Engine:
     embedder = load_embedder(settings.embedder_spec())
     live = LiveIndex(settings.index_dir, embedder)
-    queue = TicketQueue(connect(settings.database_url))
+    queue = TicketQueue(connect(settings.database_url), quota_per_day=settings.escalation_quota_per_day or None)
     generator = (GeneratorConfig(settings.generator_url, settings.generator_model, settings.generator_key, settings.generator_timeout)
                  if settings.generator_url else None)
     config = EngineConfig(settings.corpus_dir, settings.index_dir, settings.answer_threshold, generator=generator,

@@ -1,6 +1,14 @@
-"""The answer / escalate decision, measured: of the questions answered automatically, the share that are
-right (precision); of the answerable ones, the share answered (coverage); out-of-domain questions
-answered count as wrong. Also fits the confidence calibrator and the ranker, with out-of-fold figures.
+"""The answer / escalate / out-of-scope decision, measured and fitted.
+
+Of the questions answered automatically, the share that are right (precision: the first cited source is a
+record of the question's highest grade); of the answerable ones, the share answered (coverage); unanswerable
+and out-of-domain questions answered count as wrong. An unanswered question is escalated to craftsmen when in
+scope, else declined (out of scope): the report gives the share of out-of-domain questions that reach a
+craftsman and of in-domain uncovered ones wrongly declined, the routing accuracy (first routed craftsman works
+in the question's gold trade), the calibration error (ECE) and, side by side, the anchors' recipe: a raw
+threshold on the top dense cosine, chosen for the same precision.
+
+Fitting (``jiangxin fit``) uses only the fit parts; reports name the part each figure comes from.
 """
 
 from __future__ import annotations
@@ -16,10 +24,13 @@ import numpy as np
 from eval.datasets import Dataset, Query
 from indexer.errors import DatasetError
 from rag.answer import SQ_DIRECT
-from rag.confidence import Calibrator, confidence_features
+from rag.confidence import Calibrator, confidence_features, fit_logistic
 from rag.engine import Engine
 from rag.rank import FEATURES, RankerWeights, feature_matrix
-from rag.confidence import fit_logistic
+from rag.scope import ScopeModel, scope_features
+
+IN_DOMAIN = ("answerable", "uncovered", "unanswerable")
+SCOPE_L2 = 100.0  # strong: ~400-d embedding input, ~1,500 fit questions (chosen out-of-fold on the fit parts)
 
 
 @dataclass
@@ -27,56 +38,99 @@ class Observation:
     """One question run through retrieval and ranking, with whether its top answer is right."""
 
     query_id: str
-    group: str  # answerable, unanswerable, ood
+    group: str  # answerable, uncovered (in-domain, not covered), unanswerable (sample set: mixed), out_of_scope, ood
     right: bool
     direct: bool
-    features: np.ndarray
+    features: np.ndarray  # confidence features of the ranked list (the last, in_scope, set by ``with_scope``)
     candidates: np.ndarray  # ranking features of the top candidates
-    relevant: np.ndarray  # 1 where the candidate is judged relevant
+    relevant: np.ndarray  # 1 where the candidate has the question's highest grade
+    scope: np.ndarray  # scope model input
+    dense_cos: float = 0.0  # the anchors' recipe: top dense cosine …
+    dense_right: bool = False  # … and whether the dense top record is right
+    trade: str = ""  # gold trade of an answerable question
+    routed_trade_hit: bool | None = None  # the first routed craftsman works in the gold trade
 
     @property
     def fold(self) -> int:
         return int(hashlib.sha1(self.query_id.encode()).hexdigest(), 16) % 2
 
+    @property
+    def in_domain(self) -> bool:
+        return self.group in IN_DOMAIN
+
 
 def load_ood(folder: Path, count: int, offset: int = 0) -> list[Query]:
-    """``count`` questions of an out-of-domain set (cail2019-dev), a deterministic slice by id hash."""
-    path = Path(folder) / "questions.jsonl"
-    if not path.exists():
-        raise DatasetError(f"{path}: file is missing")
-    rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
-    rows = [r for r in rows if str(r.get("text", "")).strip()]
-    rows.sort(key=lambda r: hashlib.sha1(r["_id"].encode()).hexdigest())
-    return [Query(r["_id"], r["text"], "ood", False) for r in rows[offset:offset + count]]
+    """``count`` out-of-domain questions, a deterministic slice by id hash: cail2019-dev's ``questions.jsonl``
+    (legal questions) or qbqtc-dev's ``dev.json`` (web search queries, deduplicated)."""
+    folder = Path(folder)
+    if (folder / "questions.jsonl").exists():
+        rows = [json.loads(line) for line in (folder / "questions.jsonl").open(encoding="utf-8") if line.strip()]
+        rows = [(r["_id"], r["text"]) for r in rows if str(r.get("text", "")).strip()]
+    elif (folder / "dev.json").exists():
+        text = (folder / "dev.json").read_text(encoding="utf-8")
+        pairs = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
+        queries = sorted({str(p.get("query", "")).strip() for p in pairs} - {""})
+        rows = [(f"{folder.name}-{hashlib.sha1(q.encode()).hexdigest()[:12]}", q) for q in queries]
+    else:
+        raise DatasetError(f"{folder}: neither questions.jsonl nor dev.json is there")
+    rows.sort(key=lambda r: hashlib.sha1(r[0].encode()).hexdigest())
+    return [Query(qid, text, "ood", False, scope="out_of_scope") for qid, text in rows[offset:offset + count]]
 
 
-def observe(engine: Engine, dataset: Dataset, ood: Sequence[Query] = (), depth: int = 30,
-            on_query: Callable[[], None] | None = None) -> list[Observation]:
+def _group(query: Query, dataset: Dataset) -> str:
+    if query.answerable and dataset.qrels.get(query.id):
+        return "answerable"
+    if query.scope == "out_of_scope":
+        return "out_of_scope"
+    return "uncovered" if query.split else "unanswerable"
+
+
+def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), depth: int = 30,
+            on_query: Callable[[], None] | None = None, routing: bool = True) -> list[Observation]:
+    """Rank every question of ``dataset`` (and the out-of-domain ones) and record what the decision needs."""
     version = engine.live.get()
     out = []
-    for query, group in [*((q, "answerable" if q.answerable and dataset.qrels.get(q.id) else "unanswerable") for q in dataset.queries),
-                         *((q, "ood") for q in ood)]:
+    questions = [(q, _group(q, dataset)) for q in dataset.queries] if dataset else []
+    questions += [(q, "ood") for q in ood]
+    for query, group in questions:
         ranked = engine.rank(version, query.text)
-        qrels = dataset.qrels.get(query.id, {}) if group == "answerable" else {}
+        qrels = dataset.qrels.get(query.id, {}) if dataset and group == "answerable" else {}
+        best = max(qrels.values()) if qrels else 0
         top = ranked[0] if ranked else None
-        # right = the top record directly answers (has the question's highest grade; 2 in the sample set)
-        right = bool(top and qrels and qrels.get(top.candidate.record_id, 0) == max(qrels.values()))
+        right = bool(top and qrels and qrels.get(top.candidate.record_id, 0) == best)
         direct = bool(top and top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT)
         head = [s for s in ranked[:depth] if s.features]
-        out.append(Observation(query.id, group, right, direct, confidence_features(ranked), feature_matrix(head),
-                               np.array([1.0 if qrels and qrels.get(s.candidate.record_id, 0) == max(qrels.values()) else 0.0 for s in head])))
+        dense_top = min((s for s in ranked if s.candidate.dense_rank), key=lambda s: s.candidate.dense_rank, default=None)
+        vector = version.embedder.embed_queries([query.text])[0]
+        terms = version.tokenizer.tokenize(query.text)
+        known = sum(1 for t in terms if version.bm25.idf(t) > 0) / len(terms) if terms else 0.0
+        dense_cos = dense_top.candidate.dense_score if dense_top else 0.0
+        hit = None
+        if routing and group == "answerable" and query.trade:
+            _, routes = engine.routing(version, query.text, ranked)
+            record = version.records.get(routes[0].craftsman_id) if routes else None
+            hit = bool(record is not None and query.trade in record.trades)
+        out.append(Observation(
+            query.id, group, right, direct, confidence_features(ranked), feature_matrix(head),
+            np.array([1.0 if qrels and qrels.get(s.candidate.record_id, 0) == best else 0.0 for s in head]),
+            scope_features(vector, dense_cos, known), dense_cos,
+            bool(dense_top and qrels and qrels.get(dense_top.candidate.record_id, 0) == best), query.trade, hit))
         if on_query:
             on_query()
     return out
 
 
-def decision(observations: Sequence[Observation], confidences: np.ndarray, threshold: float) -> dict[str, float]:
+def decision(observations: Sequence[Observation], confidences: np.ndarray, threshold: float,
+             in_scope: np.ndarray | None = None) -> dict[str, float]:
+    """Precision, coverage and where the unanswered go, at one answer threshold."""
     answered = np.array([o.direct or c >= threshold for o, c in zip(observations, confidences)])
     right = np.array([o.right for o in observations])
-    answerable = np.array([o.group == "answerable" for o in observations])
-    ood = np.array([o.group == "ood" for o in observations])
+    groups = np.array([o.group for o in observations])
+    answerable = groups == "answerable"
+    ood = np.isin(groups, ("ood", "out_of_scope"))
+    unanswerable = ~answerable & ~ood
     n_answered = int(answered.sum())
-    return {
+    out = {
         "threshold": float(threshold),
         "answered": n_answered,
         "precision": float((answered & right).sum() / n_answered) if n_answered else 1.0,
@@ -84,8 +138,15 @@ def decision(observations: Sequence[Observation], confidences: np.ndarray, thres
         "right_coverage": float((answered & right).sum() / answerable.sum()) if answerable.any() else 0.0,
         "ood_questions": int(ood.sum()),
         "ood_escalated": float((~answered & ood).sum() / ood.sum()) if ood.any() else 1.0,
-        "unanswerable_escalated": float((~answered & ~answerable & ~ood).sum() / max((~answerable & ~ood).sum(), 1)),
+        "unanswerable_escalated": float((~answered & unanswerable).sum() / max(unanswerable.sum(), 1)),
+        "not_answered_all_unanswerable": float((~answered & ~answerable).sum() / max((~answerable).sum(), 1)),
     }
+    if in_scope is not None:
+        uncovered = groups == "uncovered"
+        out["ood_to_craftsman"] = float((~answered & ood & in_scope).sum() / ood.sum()) if ood.any() else 0.0
+        out["uncovered_declined"] = float((~answered & uncovered & ~in_scope).sum() / uncovered.sum()) if uncovered.any() else 0.0
+        out["answerable_declined"] = float((~answered & answerable & ~in_scope).sum() / answerable.sum()) if answerable.any() else 0.0
+    return out
 
 
 def reliability(observations: Sequence[Observation], confidences: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
@@ -100,17 +161,52 @@ def reliability(observations: Sequence[Observation], confidences: np.ndarray, bi
     return out
 
 
-def choose_threshold(observations: Sequence[Observation], confidences: np.ndarray, target: float = 0.9) -> float:
+def expected_calibration_error(bins: list[dict[str, float]]) -> float:
+    """ECE: the bins' |accuracy − mean confidence|, weighted by their share of the questions."""
+    total = sum(b["count"] for b in bins)
+    return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / total) if total else 0.0
+
+
+def choose_threshold(observations: Sequence[Observation], confidences: np.ndarray, target: float = 0.95) -> float:
     """The lowest threshold whose automatic answers are at least ``target`` precise (most coverage)."""
     for t in np.round(np.arange(0.30, 0.995, 0.01), 2):
-        d = decision(observations, confidences, float(t))
-        if d["precision"] >= target:
+        if decision(observations, confidences, float(t))["precision"] >= target:
             return float(t)
     return 0.99
 
 
-def fit_calibrator(observations: Sequence[Observation], model_id: str, target: float = 0.9) -> tuple[Calibrator, np.ndarray]:
-    """Calibrator fitted on all observations, and out-of-fold confidences (2 folds) for honest figures."""
+def raw_cosine_baseline(observations: Sequence[Observation], precision: float) -> dict[str, float]:
+    """The anchors' recipe (RAGFlow, MaxKB, Dify): answer with the dense top record when its cosine passes a
+    threshold; the lowest threshold reaching ``precision`` on these very questions (favourable to it)."""
+    cos = np.array([o.dense_cos for o in observations])
+    right = np.array([o.dense_right for o in observations])
+    answerable = np.array([o.group == "answerable" for o in observations])
+    best = {"threshold": None, "precision": None, "coverage": 0.0, "target_precision": precision}
+    for t in np.unique(np.round(cos, 4)):
+        answered = cos >= t
+        if answered.sum() and (answered & right).sum() / answered.sum() >= precision:
+            best.update(threshold=float(t), precision=float((answered & right).sum() / answered.sum()),
+                        coverage=float((answered & answerable).sum() / max(answerable.sum(), 1)))
+            break
+    return best
+
+
+def with_scope(observations: Sequence[Observation], in_scope: np.ndarray) -> None:
+    """Set each observation's in-scope probability, the calibrator's last feature."""
+    for o, p in zip(observations, in_scope):
+        o.features = np.concatenate([o.features[:-1], [float(p)]])
+
+
+def scope_probabilities(observations: Sequence[Observation], model: ScopeModel | None,
+                        out_of_fold: dict[str, float] | None = None) -> np.ndarray:
+    """The scope model's probability per observation: out-of-fold where the model was fitted on it."""
+    out_of_fold = out_of_fold or {}
+    return np.array([out_of_fold.get(o.query_id, model.probability(o.scope) if model else 1.0) for o in observations])
+
+
+def fit_calibrator(observations: Sequence[Observation], model_id: str, target: float = 0.95,
+                   fitted_on: str = "") -> tuple[Calibrator, np.ndarray]:
+    """Calibrator fitted on all observations, and out-of-fold confidences (2 folds) for its threshold."""
     x = np.stack([o.features for o in observations])
     y = np.array([o.right for o in observations], dtype=float)
     folds = np.array([o.fold for o in observations])
@@ -121,8 +217,28 @@ def fit_calibrator(observations: Sequence[Observation], model_id: str, target: f
         oof[test] = [part.confidence(row) for row in x[test]]
     threshold = choose_threshold(observations, oof, target)
     final = Calibrator.fit(x, y, threshold=threshold, model_id=model_id,
-                           fitted_on=f"{len(observations)} questions (sample set + out-of-domain); threshold for {target:.0%} precision out-of-fold")
+                           fitted_on=f"{fitted_on}; threshold for {target:.0%} precision out-of-fold")
     return final, oof
+
+
+def fit_scope(observations: Sequence[Observation], model_id: str, max_declined: float = 0.01,
+              fitted_on: str = "") -> tuple[ScopeModel, dict[str, float]]:
+    """In-domain (answerable and uncovered) against out-of-scope questions; the threshold declines at most
+    ``max_declined`` of the in-domain ones out-of-fold. The mixed ``unanswerable`` group is left out."""
+    rows = [o for o in observations if o.group in ("answerable", "uncovered", "out_of_scope", "ood")]
+    x = np.stack([o.scope for o in rows])
+    y = np.array([o.in_domain for o in rows], dtype=float)
+    folds = np.array([o.fold for o in rows])
+    oof = np.zeros(len(rows))
+    for fold in (0, 1):
+        train, test = folds != fold, folds == fold
+        part = ScopeModel.fit(x[train], y[train], l2=SCOPE_L2)
+        oof[test] = [part.probability(row) for row in x[test]]
+    inside = np.sort(oof[y == 1])
+    threshold = float(inside[int(np.floor(max_declined * len(inside)))]) if len(inside) else 0.5
+    final = ScopeModel.fit(x, y, l2=SCOPE_L2, threshold=round(threshold, 4), model_id=model_id,
+                           fitted_on=f"{fitted_on}; threshold declines {max_declined:.0%} of in-domain questions out-of-fold")
+    return final, {o.query_id: float(p) for o, p in zip(rows, oof)}
 
 
 def fit_ranker(observations: Sequence[Observation], fold: int | None = None) -> RankerWeights:
@@ -136,12 +252,25 @@ def fit_ranker(observations: Sequence[Observation], fold: int | None = None) -> 
     return RankerWeights({name: float(v) for name, v in zip(FEATURES, weights)}, bias)
 
 
-def answer_report(observations: Sequence[Observation], confidences: np.ndarray, threshold: float) -> dict:
+def answer_report(observations: Sequence[Observation], confidences: np.ndarray, threshold: float,
+                  in_scope: np.ndarray | None = None) -> dict:
     curve = [decision(observations, confidences, float(t)) for t in np.round(np.arange(0.0, 1.0001, 0.02), 2)]
-    report = decision(observations, confidences, threshold)
+    report = decision(observations, confidences, threshold, in_scope)
     report["curve"] = curve
     report["reliability"] = reliability(observations, confidences)
-    report["groups"] = {g: sum(1 for o in observations if o.group == g) for g in ("answerable", "unanswerable", "ood")}
+    report["ece"] = expected_calibration_error(report["reliability"])
+    report["groups"] = {g: sum(1 for o in observations if o.group == g)
+                        for g in ("answerable", "uncovered", "unanswerable", "out_of_scope", "ood")}
+    routed = [o for o in observations if o.routed_trade_hit is not None]
+    answered = {o.query_id for o, c in zip(observations, confidences) if o.direct or c >= threshold}
+    escalated = [o for o in routed if o.query_id not in answered]
+    report["routing"] = {
+        "escalated_answerable": len(escalated),
+        "first_craftsman_in_gold_trade": float(np.mean([o.routed_trade_hit for o in escalated])) if escalated else None,
+        "all_answerable": len(routed),
+        "first_craftsman_in_gold_trade_all": float(np.mean([o.routed_trade_hit for o in routed])) if routed else None,
+    }
+    report["raw_cosine_baseline"] = raw_cosine_baseline(observations, report["precision"])
     return report
 
 

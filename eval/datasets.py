@@ -20,6 +20,9 @@ class Query:
     text: str
     type: str = ""
     answerable: bool = True
+    trade: str = ""
+    scope: str = "in_domain"  # in_domain or out_of_scope
+    split: str = ""  # fit or heldout, where the data set is split
 
 
 @dataclass
@@ -81,8 +84,11 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_beir(folder: Path, max_queries: int | None = None) -> Dataset:
-    """Load a BEIR folder; ``DatasetError`` names the file and line of the first problem."""
+def load_beir(folder: Path, max_queries: int | None = None, part: str | None = None) -> Dataset:
+    """Load a BEIR folder; ``DatasetError`` names the file and line of the first problem.
+
+    ``part`` keeps only the queries of one split (``fit`` or ``heldout``) of a set that declares parts.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: data set folder does not exist")
@@ -108,18 +114,24 @@ def load_beir(folder: Path, max_queries: int | None = None) -> Dataset:
         if isinstance(row.get("text"), str) and not row["text"].strip():
             skipped.append(f"{queries_path}:{number}: query {row.get('_id')!r} has empty text; skipped")
             continue
+        if part is not None and row.get("split") != part:
+            continue
         queries.append(Query(_text(queries_path, number, row, "_id"), _text(queries_path, number, row, "text"),
-                             str(row.get("type", "")), bool(answerable)))
+                             str(row.get("type", "")), bool(answerable), str(row.get("trade", "")),
+                             str(row.get("scope") or ("in_domain" if answerable else "")), str(row.get("split", ""))))
     qrels = load_qrels(folder / "qrels.tsv")
     ids = {r.id for r in records}
     for qid, docs in qrels.items():
         missing = [d for d in docs if d not in ids]
         if missing:
             raise DatasetError(f"{folder / 'qrels.tsv'}: query {qid} judges unknown document {missing[0]!r}")
+    if part is not None and not queries:
+        raise DatasetError(f"{queries_path}: no query belongs to part {part!r}")
     if max_queries is not None and len(queries) > max_queries:
         queries = sorted(queries, key=lambda q: _stable_hash(q.id))[:max_queries]
         queries.sort(key=lambda q: q.id)
-    return Dataset(folder.name, records, queries, qrels, skipped)
+    name = folder.name if part is None else f"{folder.name}-{part}"
+    return Dataset(name, records, queries, qrels, skipped)
 
 
 def _stable_hash(text: str) -> str:

@@ -109,28 +109,28 @@ class BM25Index:
         rows = rows[order]
         return rows.astype(np.int64), scores[rows]
 
-    def save(self, folder: Path) -> list[Path]:
-        """Write the index as arrays and JSON into ``folder``; return the files written."""
+    def save(self, folder: Path, name: str = "bm25") -> list[Path]:
+        """Write the index as arrays and JSON into ``folder`` (files ``<name>_*.npy``, ``<name>.json``)."""
         folder.mkdir(parents=True, exist_ok=True)
         files = []
-        for name, array in (("indptr", self.indptr), ("indices", self.indices), ("data", self.data)):
-            path = folder / f"bm25_{name}.npy"
+        for part, array in (("indptr", self.indptr), ("indices", self.indices), ("data", self.data)):
+            path = folder / f"{name}_{part}.npy"
             np.save(path, np.ascontiguousarray(array))
             files.append(path)
         terms = sorted(self.vocab, key=self.vocab.__getitem__)
         meta = {"k1": self.params.k1, "b": self.params.b, "epsilon": self.params.epsilon,
                 "n_docs": self.n_docs, "avgdl": self.avgdl, "terms": terms}
-        path = folder / "bm25.json"
+        path = folder / f"{name}.json"
         path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         files.append(path)
         return files
 
     @classmethod
-    def load(cls, folder: Path) -> "BM25Index":
+    def load(cls, folder: Path, name: str = "bm25") -> "BM25Index":
         """Load a saved index; the arrays are memory-mapped, not read."""
         try:
-            meta = json.loads((folder / "bm25.json").read_text(encoding="utf-8"))
-            arrays = {name: np.load(folder / f"bm25_{name}.npy", mmap_mode="r") for name in ("indptr", "indices", "data")}
+            meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+            arrays = {part: np.load(folder / f"{name}_{part}.npy", mmap_mode="r") for part in ("indptr", "indices", "data")}
         except (OSError, ValueError) as exc:
             raise IndexCorrupt(f"BM25 index in {folder} cannot be read: {exc}") from exc
         vocab = {term: i for i, term in enumerate(meta["terms"])}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.bm25 import BM25Index, BM25Params
-from indexer.chunking import Chunk, chunk
+from indexer.chunking import Chunk, chunk, record_text
 from indexer.embedders import EmbedCounts, EmbeddingCache, Embedder, embed_passages_cached, text_hash
 from indexer.errors import CorpusInvalid, IndexMismatchError, JiangxinError
 from indexer.records import CorpusLoad, Record, load_corpus, record_to_json
@@ -28,6 +28,7 @@ from indexer.vectors import VectorIndex
 log = logging.getLogger(__name__)
 FORMAT = 1
 DICTIONARY_FILE = "dictionary.txt"
+RECORD_BM25 = "bm25_records"  # BM25 over whole records (title and every section), beside the chunk BM25
 STOPWORDS_FILE = "stopwords.txt"
 
 
@@ -140,6 +141,7 @@ def _build(corpus_dir: Path, index_dir: Path, embedder: Embedder, cache: Embeddi
         tokens.append(tokenizer.tokenize(c.indexed_text))
         progress.advance()
     bm25 = BM25Index.build(tokens, options.bm25)
+    record_bm25 = BM25Index.build([tokenizer.tokenize(record_text(r)) for r in records], options.bm25)
     seconds["tokenize+bm25"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -168,6 +170,7 @@ def _build(corpus_dir: Path, index_dir: Path, embedder: Embedder, cache: Embeddi
     staging = store.begin()
     out = staging.path
     bm25.save(out)
+    record_bm25.save(out, RECORD_BM25)
     vector_index.save(out)
     np.save(out / "dense_vectors.npy", vectors)
     (out / "dense_texts.json").write_text(json.dumps(dense_texts, ensure_ascii=False), encoding="utf-8")

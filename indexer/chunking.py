@@ -38,6 +38,11 @@ class Chunk:
         return self.text if self.role != "body" else f"{self.title}。{self.text}"
 
 
+def record_text(record: Record) -> str:
+    """A record's whole text (title and every section): what the record-level BM25 indexes."""
+    return "\n".join([record.title, *record.sections()])
+
+
 def split_sentences(text: str) -> list[str]:
     """Sentences of ``text`` with their closing punctuation; over-long sentences cut at MAX_CHARS."""
     out: list[str] = []

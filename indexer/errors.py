@@ -55,5 +55,13 @@ class Conflict(JiangxinError):
     """The object is not in a state that allows this action."""
 
 
+class QuotaExceeded(JiangxinError):
+    """The principal used up a quota (escalations a day); ``retry_after`` is the wait, in seconds, until one frees up."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 class DatasetError(JiangxinError):
     """An evaluation data set is missing or malformed (file, line, reason)."""

@@ -319,26 +319,15 @@ def record_to_json(record: Record) -> dict[str, Any]:
     return record.model_dump(by_alias=True)
 
 
-def _rewrite(corpus_dir: Path, kind: str, keep, add: Record | None = None) -> None:
-    from indexer.store import atomic_write_text
-
-    path = Path(corpus_dir) / FILE_OF_KIND[kind]
-    lines = path.read_text(encoding="utf-8").split("\n") if path.exists() else []
-    kept = [line for line in lines if line.strip() and keep(json.loads(line))]
-    if add is not None:
-        kept.append(json.dumps(record_to_json(add), ensure_ascii=False))
-    atomic_write_text(path, "\n".join(kept) + ("\n" if kept else ""))
-
-
 def upsert_record(corpus_dir: Path, record: Record) -> None:
-    """Add a record to its kind's file, replacing one with the same id (atomic rewrite of the file)."""
-    _rewrite(corpus_dir, record.kind, lambda row: row.get("id") != record.id, record)
+    """Add a record to its kind's file or replace the one with its id (through the corpus's one writer)."""
+    from indexer.corpus_store import CorpusStore
+
+    CorpusStore(corpus_dir).upsert(record)
 
 
 def delete_record(corpus_dir: Path, kind: str, record_id: str) -> bool:
-    """Remove a record by id; False when it was not there."""
-    path = Path(corpus_dir) / FILE_OF_KIND[kind]
-    if not path.exists() or not any(json.loads(l).get("id") == record_id for l in path.read_text(encoding="utf-8").split("\n") if l.strip()):
-        return False
-    _rewrite(corpus_dir, kind, lambda row: row.get("id") != record_id)
-    return True
+    """Remove a record by id (through the corpus's one writer); False when it was not there."""
+    from indexer.corpus_store import CorpusStore
+
+    return CorpusStore(corpus_dir).delete(kind, record_id)

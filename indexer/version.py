@@ -1,10 +1,12 @@
-"""A loaded, queryable index version, and a live handle that follows ``CURRENT`` without restart."""
+"""A loaded, queryable index version, and a live handle that follows ``CURRENT`` without restart or stall."""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from indexer.bm25 import BM25Index
-from indexer.build import DICTIONARY_FILE, STOPWORDS_FILE, check_compatible
+from indexer.build import DICTIONARY_FILE, RECORD_BM25, STOPWORDS_FILE, check_compatible
 from indexer.embedders import Embedder
-from indexer.errors import IndexCorrupt
+from indexer.errors import IndexCorrupt, IndexNotFound, JiangxinError
 from indexer.records import KINDS, Record
-from indexer.store import IndexStore
+from indexer.store import MANIFEST, IndexStore
 from indexer.text import Tokenizer, load_tokenizer
 from indexer.vectors import VectorIndex
 
@@ -54,6 +56,12 @@ class IndexVersion:
         if self.tokenizer.fingerprint != self.manifest["tokenizer"]["fingerprint"]:
             raise IndexCorrupt(f"index version {self.version}: tokenizer files do not match the manifest")
         self.bm25 = BM25Index.load(self.path)
+        self.record_ids = list(self.records)  # row order of the record-level BM25 (the build's record order)
+        self.record_bm25: BM25Index | None = None
+        if (self.path / f"{RECORD_BM25}.json").exists():
+            self.record_bm25 = BM25Index.load(self.path, RECORD_BM25)
+            if self.record_bm25.n_docs != len(self.record_ids):
+                raise IndexCorrupt(f"index version {self.version}: record BM25 has {self.record_bm25.n_docs} rows for {len(self.record_ids)} records")
         if self.bm25.n_docs != len(self.chunks):
             raise IndexCorrupt(f"index version {self.version}: BM25 has {self.bm25.n_docs} rows for {len(self.chunks)} chunks")
         self.vectors = VectorIndex.load(self.path, embedder.model_id, embedder.dim)
@@ -68,36 +76,208 @@ class IndexVersion:
                 return self.vectors.index.reconstruct(row)
         return None
 
-    def search_bm25(self, question: str, k: int) -> list[tuple[int, float]]:
-        rows, scores = self.bm25.search(self.tokenizer.tokenize(question), k)
+    def search_bm25(self, question: str | list[str], k: int) -> list[tuple[int, float]]:
+        """Chunk hits (row, score) for a question or its terms."""
+        terms = self.tokenizer.tokenize(question) if isinstance(question, str) else question
+        rows, scores = self.bm25.search(terms, k)
         return [(int(r), float(s)) for r, s in zip(rows, scores)]
+
+    def search_record_bm25(self, terms: list[str], k: int) -> list[tuple[str, float]]:
+        """Whole-record hits (record id, score); empty for a version built before records had their own BM25."""
+        if self.record_bm25 is None:
+            return []
+        rows, scores = self.record_bm25.search(terms, k)
+        return [(self.record_ids[int(r)], float(s)) for r, s in zip(rows, scores)]
 
     def search_dense(self, query_vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         ids, scores = self.vectors.search(query_vector, k)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
 
-class LiveIndex:
-    """Serves the version ``CURRENT`` names; notices a new one on the next call and swaps it in.
+@dataclass(frozen=True)
+class LoadFailure:
+    """A version that could not be loaded: which, the error's class and message, and when (epoch seconds)."""
 
-    The swap loads the new version completely before replacing the reference, so a request in flight
-    keeps the version it started with and no request ever sees a half-loaded one.
+    version: str
+    error: str
+    message: str
+    at: float
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What a live index serves: ``state`` is ok, loading, stale_failed_load (serving an older version because
+    the one ``CURRENT`` names failed to load) or unavailable (nothing loaded)."""
+
+    serving: str | None
+    current: str | None
+    state: str
+    loading: str | None
+    failure: LoadFailure | None
+    failures_total: int
+
+
+class LiveIndex:
+    """Serves the version ``CURRENT`` names and follows it without restart, never making a request wait.
+
+    ``get`` looks at ``CURRENT`` at most once per ``check_interval`` seconds. A new version is verified
+    and loaded in a background thread while ``get`` keeps returning the loaded one; the reference is
+    swapped when the load is complete. A failed load (corrupt, pruned, built by another embedder) keeps
+    the old version serving, is logged and remembered (``state``), and is retried after ``retry_interval``
+    or on ``refresh``. Only the very first load, with nothing to serve yet, happens in the caller.
     """
 
-    def __init__(self, index_dir: Path, embedder: Embedder) -> None:
+    def __init__(self, index_dir: Path, embedder: Embedder, check_interval: float = 0.25, retry_interval: float = 30.0,
+                 load: Callable[[Path, Embedder], IndexVersion] = IndexVersion) -> None:
         self.store = IndexStore(Path(index_dir))
         self.embedder = embedder
-        self._lock = threading.Lock()
+        self.check_interval = check_interval
+        self.retry_interval = retry_interval
+        self._load = load
+        self._lock = threading.RLock()  # guards the fields below; held through a load only for the very first one
         self._loaded: IndexVersion | None = None
+        self._current: str | None = None  # what CURRENT named at the last check
+        self._next_check = 0.0
+        self._loading: str | None = None
+        self._loader: threading.Thread | None = None
+        self._failure: LoadFailure | None = None
+        self._failed_error: BaseException | None = None
+        self._retry_at = 0.0
+        self._failures_total = 0
 
     def get(self) -> IndexVersion:
-        name = self.store.current_version()
+        """The loaded version (at once); starts loading a newer one in the background when ``CURRENT`` moved."""
         loaded = self._loaded
-        if loaded is not None and loaded.version == name:
-            return loaded
+        if loaded is None:
+            return self._first_load()
+        if time.monotonic() >= self._next_check:
+            self._check(force=False)
+        return self._loaded or loaded
+
+    def refresh(self, wait: bool = False) -> IndexVersion:
+        """Look at ``CURRENT`` now (retrying a failed version); with ``wait``, return once the version it names is
+        serving, or raise the error its load failed with."""
+        if self._loaded is None:
+            return self._first_load()
+        for _ in range(5):  # CURRENT may move again while we wait; follow it a few times, not forever
+            self._check(force=True)
+            loader = self._loader
+            if not wait:
+                break
+            if loader is not None:
+                loader.join()
+            with self._lock:
+                loaded, current, failure, error = self._loaded, self._current, self._failure, self._failed_error
+            if loaded is not None and (current is None or loaded.version == current):
+                break
+            if failure is not None and failure.version == current and self._loading is None and error is not None:
+                raise error.with_traceback(None)
+        return self._loaded  # type: ignore[return-value]
+
+    def state(self) -> LiveState:
+        """What is served and loading, and the last failed load; reads memory only."""
         with self._lock:
-            if self._loaded is None or self._loaded.version != self.store.current_version():
-                path = self.store.current_path()
-                self._loaded = IndexVersion(path, self.embedder)
-                log.info("serving index version %s", self._loaded.version)
-            return self._loaded
+            serving = self._loaded.version if self._loaded else None
+            failure = self._failure
+            if serving is None:
+                state = "unavailable"
+            elif self._loading is not None:
+                state = "loading"
+            elif failure is not None and self._current is not None and failure.version == self._current != serving:
+                state = "stale_failed_load"
+            else:
+                state = "ok"
+            return LiveState(serving, self._current, state, self._loading, failure, self._failures_total)
+
+    def _first_load(self) -> IndexVersion:
+        with self._lock:
+            if self._loaded is not None:
+                return self._loaded
+            name = self.store.current_version()
+            if name is None:
+                raise IndexNotFound(f"no index in {self.store.root}: run `jiangxin index --index {self.store.root}` first")
+            self._current = name
+            error = self._failed_error
+            if error is not None and self._failure is not None and self._failure.version == name and time.monotonic() < self._retry_at:
+                raise error.with_traceback(None)  # a version that just failed is not reloaded on every request
+            try:
+                version = self._open(name)
+            except JiangxinError as exc:
+                self._failed(name, exc)
+                raise
+            self._loaded, self._failure, self._failed_error = version, None, None
+            self._next_check = time.monotonic() + self.check_interval
+            log.info("serving index version %s", name)
+            return version
+
+    def _check(self, force: bool) -> None:
+        """Start a background load when ``CURRENT`` names a version not loaded, not loading and not just failed."""
+        if not self._lock.acquire(blocking=force):
+            return  # another request is checking right now
+        try:
+            now = time.monotonic()
+            if not force and now < self._next_check:
+                return
+            self._next_check = now + self.check_interval
+            try:
+                name = self.store.current_version()
+            except OSError as exc:
+                log.error("cannot read CURRENT in %s (still serving the loaded version): %s", self.store.root, exc)
+                return
+            self._current = name
+            if name is None or self._loading is not None or (self._loaded and self._loaded.version == name):
+                return
+            if not force and self._failure is not None and self._failure.version == name and now < self._retry_at:
+                return
+            self._loading = name
+            self._loader = threading.Thread(target=self._load_in_background, args=(name,), name=f"index-load-{name}",
+                                            daemon=True)
+            self._loader.start()
+        finally:
+            self._lock.release()
+
+    def _load_in_background(self, name: str) -> None:
+        started = time.perf_counter()
+        version: IndexVersion | None = None
+        try:
+            version = self._open(name)
+        except JiangxinError as exc:
+            with self._lock:
+                self._failed(name, exc)
+        finally:
+            with self._lock:  # one step: no check can see "not loading" before the swap and load it again
+                self._loading = None
+                if version is not None:
+                    self._serve(name, version, time.perf_counter() - started)
+
+    def _serve(self, name: str, version: IndexVersion, seconds: float) -> None:
+        """Swap the reference to a freshly loaded version (under the lock), unless CURRENT moved on meanwhile."""
+        if self.store.current_version() != name:  # a rollback while it loaded: do not serve it, look again
+            log.info("index version %s loaded but CURRENT moved on; not serving it", name)
+            self._next_check = 0.0
+            return
+        previous = self._loaded.version if self._loaded else None
+        self._loaded, self._current, self._failure, self._failed_error = version, name, None, None
+        log.info("serving index version %s instead of %s (loaded in %.2fs in the background)", name, previous, seconds)
+
+    def _open(self, name: str) -> IndexVersion:
+        """Verify a version's checksums and load it; any failure becomes a ``JiangxinError`` saying which version."""
+        path = self.store.versions_dir / name
+        if not (path / MANIFEST).exists():
+            raise IndexNotFound(f"index version {name} named by CURRENT is missing (pruned or never finished)")
+        try:
+            self.store.verify(name)
+            return self._load(path, self.embedder)
+        except JiangxinError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever breaks a load (bad JSON, faiss, I/O) means unusable
+            raise IndexCorrupt(f"index version {name} could not be loaded: {type(exc).__name__}: {exc}") from exc
+
+    def _failed(self, name: str, exc: JiangxinError) -> None:
+        self._failure = LoadFailure(name, type(exc).__name__, str(exc), time.time())
+        self._failed_error = exc
+        self._failures_total += 1
+        self._retry_at = time.monotonic() + self.retry_interval
+        serving = self._loaded.version if self._loaded else None
+        log.error("index version %s could not be loaded (%s: %s); %s", name, type(exc).__name__, exc,
+                  f"still serving {serving}" if serving else "nothing to serve")

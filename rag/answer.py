@@ -1,20 +1,25 @@
-"""Compose an answer from ranked records: a standard question's vetted answer verbatim, or the few most
-relevant sentences of the top records, each cited; then what to study and whom to ask.
+"""Compose an answer from ranked records, leading with the fix.
 
-Every sentence of an extractive answer is copied from a cited source; nothing else is written.
+Per kind of the top record: a standard question (标准问题) → its vetted answer verbatim, with the matched
+question shown; an achievement (创新成果) → its solution steps (做法) and measured benefits (效果), the problem
+as one line of context at the end; a course (技能课程) → a recommendation with the chapters that matter; a
+craftsman (劳模工匠) → whom to ask. Other kinds (passages, knowledge) get the most relevant sentences of the
+top records. Every line is copied from the record it cites; nothing else is written.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from indexer.chunking import split_sentences
-from indexer.records import Achievement, Course, Craftsman, StandardQuestion
+from indexer.records import Achievement, Course, Craftsman, Record, StandardQuestion
 from indexer.text import normalise
 from indexer.version import IndexVersion
 from rag.rank import Scored
 
-SQ_DIRECT = 0.8  # question-to-standard-question similarity at which the vetted answer is given verbatim
+SQ_DIRECT = 0.8  # question-to-standard-question similarity at which the vetted answer is the fast path
+_STEP = re.compile(r"(?=(?<![\d.])(?:\d{1,2}|[①-⑩])[.、．）)](?!\d))")
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Related:
     id: str
     kind: str
     title: str
+    snippet: str = ""
 
 
 @dataclass
@@ -39,6 +45,7 @@ class Answer:
     sources: list[Source]
     standard: bool = False
     generated: bool = False
+    matched_question: str | None = None
     courses: list[Related] = field(default_factory=list)
     achievements: list[Related] = field(default_factory=list)
     craftsmen: list[Related] = field(default_factory=list)
@@ -47,64 +54,111 @@ class Answer:
         return asdict(self)
 
 
-def _snippet(text: str, limit: int = 160) -> str:
+def snippet(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _related(version: IndexVersion, ranked: list[Scored], trades: list[str]) -> tuple[list[Related], list[Related], list[Related]]:
+def related_lists(version: IndexVersion, ranked: list[Scored], exclude: set[str] = frozenset()) -> tuple[list[Related], list[Related], list[Related]]:
+    """Courses to study, achievements to read and craftsmen to ask, from the ranked records."""
     courses, achievements, craftsmen = [], [], []
     for s in ranked[:15]:
         record = version.records.get(s.candidate.record_id)
-        entry = Related(s.candidate.record_id, s.candidate.kind, s.candidate.title)
+        if record is None or record.id in exclude:
+            continue
+        entry = Related(record.id, record.kind, record.title, snippet(record.head(), 80))
         if isinstance(record, Course) and len(courses) < 3:
             courses.append(entry)
         elif isinstance(record, Achievement) and len(achievements) < 3:
             achievements.append(entry)
         elif isinstance(record, Craftsman) and len(craftsmen) < 3:
             craftsmen.append(entry)
-    if len(craftsmen) < 2 and trades:
-        for record in version.records.values():
-            if isinstance(record, Craftsman) and set(record.trades) & set(trades) and record.id not in {c.id for c in craftsmen}:
-                craftsmen.append(Related(record.id, record.kind, record.name))
-                if len(craftsmen) >= 2:
-                    break
     return courses, achievements, craftsmen
+
+
+def steps(text: str) -> list[str]:
+    """A solution split into its numbered steps (``1.…；2.…``), else into sentences."""
+    parts = [p.strip().rstrip("；;") for p in _STEP.split(text) if p.strip()]
+    if len(parts) >= 2:
+        return parts
+    return [s.strip() for s in split_sentences(text) if s.strip()]
+
+
+def _terms(question: str, version: IndexVersion) -> dict[str, float]:
+    return {t: version.bm25.idf(t) for t in dict.fromkeys(version.tokenizer.tokenize(question))}
+
+
+def _standard(record: StandardQuestion) -> tuple[list[str], str | None]:
+    return [record.answer], record.question
+
+
+def _achievement(record: Achievement, max_steps: int = 6) -> tuple[list[str], None]:
+    lines = steps(record.solution)[:max_steps]
+    lines.append("效果：" + split_sentences(record.benefits)[0])
+    lines.append("背景：" + split_sentences(record.problem)[0])
+    return lines, None
+
+
+def _course(record: Course, terms: dict[str, float], max_chapters: int = 3) -> tuple[list[str], None]:
+    scored = [(sum(w for t, w in terms.items() if t in normalise(ch)), i, ch) for i, ch in enumerate(record.chapters)]
+    chosen = [ch for score, _, ch in sorted(scored, key=lambda c: (-c[0], c[1])) if score > 0][:max_chapters]
+    chosen = chosen or record.chapters[:max_chapters]
+    lead = split_sentences(record.description)[0]
+    return [f"推荐学习课程《{record.title}》（{record.level}，{record.duration}）：{lead}", "重点章节：" + "；".join(chosen)], None
+
+
+def _craftsman(record: Craftsman) -> tuple[list[str], None]:
+    honours = f"（{'、'.join(record.honours)}）" if record.honours else ""
+    return [f"建议咨询{record.name}{honours}，擅长：{'、'.join(record.skills)}"], None
+
+
+def _extractive(question: str, ranked: list[Scored], version: IndexVersion, max_sentences: int,
+                max_sources: int) -> tuple[list[tuple[int, str]], list[Scored]]:
+    """The most relevant sentences of the top records: (position in ``usable``, sentence)."""
+    terms = _terms(question, version)
+    usable = [s for s in ranked if s.candidate.kind != "craftsman"][:max_sources]
+    found: list[tuple[float, int, int, str]] = []
+    for position, s in enumerate(usable):
+        rec = version.records[s.candidate.record_id]
+        for order, sentence in enumerate(x for section in rec.sections() for x in split_sentences(section)):
+            overlap = sum(w for t, w in terms.items() if t in normalise(sentence))
+            if overlap > 0 and len(sentence) >= 8:
+                found.append((overlap / (1 + 0.35 * position), position, order, sentence))
+    found.sort(key=lambda c: (-c[0], c[1], c[2]))
+    chosen = sorted(found[:max_sentences], key=lambda c: (c[1], c[2]))
+    if not chosen and usable:
+        first = version.records[usable[0].candidate.record_id]
+        return [(0, split_sentences(first.sections()[0])[0])], usable
+    return [(position, sentence) for _, position, _, sentence in chosen], usable
 
 
 def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, max_sentences: int = 4,
                    max_sources: int = 3) -> Answer:
-    """The answer to ``question`` from the ranked records (``ranked`` must not be empty)."""
+    """The answer to ``question`` from the ranked records (``ranked`` must not be empty), led by the top one."""
     top = ranked[0]
-    record = version.records[top.candidate.record_id]
-    trades = [t for s in ranked[:3] for t in getattr(version.records.get(s.candidate.record_id), "trades", [])]
-    courses, achievements, craftsmen = _related(version, ranked, trades)
-    if isinstance(record, StandardQuestion) and top.sq_sim >= SQ_DIRECT:
-        source = Source(1, record.kind, record.id, record.title, _snippet(record.answer))
-        return Answer(record.answer, [source], standard=True, courses=courses, achievements=achievements, craftsmen=craftsmen)
-
-    terms = {t: version.bm25.idf(t) for t in dict.fromkeys(version.tokenizer.tokenize(question))}
-    candidates: list[tuple[float, int, int, str]] = []
-    usable = [s for s in ranked if s.candidate.kind != "craftsman"][:max_sources]
-    for position, s in enumerate(usable):
-        rec = version.records[s.candidate.record_id]
-        for order, sentence in enumerate(s for section in rec.sections() for s in split_sentences(section)):
-            text = normalise(sentence)
-            overlap = sum(w for t, w in terms.items() if t in text)
-            if overlap > 0 and len(sentence) >= 8:
-                candidates.append((overlap / (1 + 0.35 * position), position, order, sentence))
-    candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
-    chosen = sorted(candidates[:max_sentences], key=lambda c: (c[1], c[2]))
-    if not chosen:
-        chosen = [(0.0, 0, 0, split_sentences(version.records[usable[0].candidate.record_id].sections()[0])[0])] if usable else []
-    numbers: dict[int, int] = {}
-    sources: list[Source] = []
-    lines = []
-    for _, position, _, sentence in chosen:
-        if position not in numbers:
-            s = usable[position]
-            numbers[position] = len(sources) + 1
-            passages = [version.chunks[r] for r in s.candidate.chunk_rows if version.chunks[r].role != "alias"]
-            best = passages[0].text if passages else sentence
-            sources.append(Source(numbers[position], s.candidate.kind, s.candidate.record_id, s.candidate.title, _snippet(best)))
-        lines.append(f"{sentence}[{numbers[position]}]")
-    return Answer("\n".join(lines), sources, courses=courses, achievements=achievements, craftsmen=craftsmen)
+    record: Record = version.records[top.candidate.record_id]
+    courses, achievements, craftsmen = related_lists(version, ranked, {record.id})
+    extra = {"courses": courses, "achievements": achievements, "craftsmen": craftsmen}
+    source = Source(1, record.kind, record.id, record.title, snippet(record.head()))
+    if isinstance(record, StandardQuestion):
+        return Answer(record.answer, [source], standard=True, matched_question=record.question, **extra)
+    if isinstance(record, Achievement):
+        lines, _ = _achievement(record)
+    elif isinstance(record, Course):
+        lines, _ = _course(record, _terms(question, version))
+    elif isinstance(record, Craftsman):
+        lines, _ = _craftsman(record)
+    else:
+        chosen, usable = _extractive(question, ranked, version, max_sentences, max_sources)
+        numbers: dict[int, int] = {}
+        sources: list[Source] = []
+        out = []
+        for position, sentence in chosen:
+            if position not in numbers:
+                cand = usable[position].candidate
+                numbers[position] = len(sources) + 1
+                rec = version.records[cand.record_id]
+                sources.append(Source(numbers[position], cand.kind, cand.record_id, cand.title, snippet(rec.head())))
+            out.append(f"{sentence}[{numbers[position]}]")
+        return Answer("\n".join(out), sources, **extra)
+    source.snippet = snippet(record.sections()[0])
+    return Answer("\n".join(f"{line}[1]" for line in lines), [source], **extra)

@@ -8,25 +8,29 @@ was fitted for); a copy fitted on the bundled sample ships in ``rag/models/`` as
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rag.rank import MODELS, Scored
 
-CONF_FEATURES = ("top_score", "margin", "dense_cos", "bm25_rel", "bm25_cover", "agree", "sq_sim", "title_match")
+CONF_FEATURES = ("top_score", "margin", "dense_cos", "bm25_rel", "bm25_cover", "agree", "sq_sim", "title_match",
+                 "conflict", "is_sq", "rr_bm25", "rr_dense", "dense_gap", "in_scope")
 
 
-def confidence_features(ranked: list[Scored]) -> np.ndarray:
-    """Features of a ranked list that say how sure the top answer is."""
+def confidence_features(ranked: list[Scored], in_scope: float = 1.0) -> np.ndarray:
+    """Features of a ranked list that say how sure the top answer is; ``in_scope`` is the scope model's
+    probability that the question is an industrial one (1.0 without a scope model)."""
     if not ranked or not ranked[0].features:
-        return np.zeros(len(CONF_FEATURES))
+        return np.array([0.0] * (len(CONF_FEATURES) - 1) + [in_scope])
     top = ranked[0]
     second = ranked[1].score if len(ranked) > 1 and np.isfinite(ranked[1].score) else top.score - 1.0
     f = top.features
+    best_dense = max((s.candidate.dense_score for s in ranked), default=0.0)
     return np.array([top.score, top.score - second, f["dense_cos"], f["bm25_rel"], f["bm25_cover"], f["agree"],
-                     f["sq_sim"], f["title_match"]], dtype=np.float64)
+                     f["sq_sim"], f["title_match"], f.get("conflict", 0.0), f.get("is_sq", 0.0), f["rr_bm25"], f["rr_dense"],
+                     f["dense_cos"] - best_dense, in_scope], dtype=np.float64)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -65,6 +69,7 @@ class Calibrator:
     threshold: float = 0.5
     model_id: str = ""
     fitted_on: str = ""
+    features: list[str] = field(default_factory=lambda: list(CONF_FEATURES))
 
     def confidence(self, features: np.ndarray) -> float:
         z = (np.asarray(features) - np.asarray(self.mean)) / np.asarray(self.scale)
@@ -82,7 +87,9 @@ class Calibrator:
 
     @classmethod
     def load(cls, path: Path) -> "Calibrator":
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data.setdefault("features", ["top_score", "margin", "dense_cos", "bm25_rel", "bm25_cover", "agree", "sq_sim", "title_match"])
+        return cls(**data)
 
 
 def load_calibrator(index_dir: Path, model_id: str) -> Calibrator:
@@ -90,7 +97,7 @@ def load_calibrator(index_dir: Path, model_id: str) -> Calibrator:
     for path in (Path(index_dir) / "calibration.json", MODELS / "calibration.json"):
         if path.exists():
             calibrator = Calibrator.load(path)
-            if not calibrator.model_id or calibrator.model_id == model_id:
+            if (not calibrator.model_id or calibrator.model_id == model_id) and tuple(calibrator.features) == CONF_FEATURES:
                 return calibrator
     return Calibrator([0.0] * len(CONF_FEATURES), -2.0, [0.0] * len(CONF_FEATURES), [1.0] * len(CONF_FEATURES), 0.9,
                       model_id, "uncalibrated: nothing is answered automatically until `jiangxin fit` runs")

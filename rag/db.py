@@ -40,7 +40,8 @@ class QuestionRow(Base):
 
 
 class TicketRow(Base):
-    """An escalated question waiting for a craftsman (工单): open → claimed → answered → published | closed."""
+    """An escalated question waiting for a craftsman (工单): open → claimed → answered → publishing → published,
+    or closed. Rows change only by compare-and-set (rag/escalate.py)."""
 
     __tablename__ = "tickets"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -58,7 +59,16 @@ class TicketRow(Base):
     closed_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-    __table_args__ = (Index("ix_tickets_dedupe", "asker", "question_key", "created_at"),)
+    __table_args__ = (Index("ix_tickets_dedupe", "asker", "question_key", "created_at"),
+                      Index("ix_tickets_asker_created", "asker", "created_at"))
+
+
+class TicketTradeRow(Base):
+    """One trade of a ticket, written with it, so the open pool of a craftsman's trades is filtered in SQL."""
+
+    __tablename__ = "ticket_trades"
+    ticket_id: Mapped[str] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True)
+    trade: Mapped[str] = mapped_column(Text, primary_key=True, index=True)
 
 
 class RouteRow(Base):
@@ -84,7 +94,7 @@ class FeedbackRow(Base):
 
 
 class LockRow(Base):
-    """Rows written only to take the database's write lock early (serialises check-then-insert on SQLite)."""
+    """Rows written only to take SQLite's write lock before reading (serialises a ticket create's checks and insert)."""
 
     __tablename__ = "locks"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -1,58 +1,82 @@
-"""The one entry point: ``Engine.ask(question, asker)`` → an answer with sources, or an escalation.
+"""The one entry point: ``Engine.ask(question, asker)`` → an answer, an escalation, or out of scope.
 
-Pipeline: hybrid retrieval → ranking → calibrated confidence → answer (standard answer verbatim, or
-extractive with citations) when confident, else a ticket routed to the best-placed craftsmen.
+Pipeline: hybrid retrieval → ranking → calibrated confidence → three outcomes: answered (a standard
+question's vetted answer verbatim, or an answer composed from the top record, leading with the fix) when
+confident; else escalated to the best-placed craftsmen when the question is an industrial one (with related
+material to read meanwhile); else out of scope — a polite reply and the maintainers' triage list, no ticket.
 Craftsman answers, once published, become standard questions and are indexed incrementally.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
+
 from indexer.build import BuildOptions, BuildReport, build_index
 from indexer.embedders import EmbeddingCache
-from indexer.errors import Conflict, JiangxinError
-from indexer.records import Craftsman, StandardQuestion, upsert_record
+from indexer.errors import Conflict, JiangxinError, NotFound
+from indexer.records import Craftsman, StandardQuestion, delete_record, upsert_record
 from indexer.version import IndexVersion, LiveIndex
-from rag.answer import SQ_DIRECT, Answer, compose_answer
+from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
 from rag.confidence import Calibrator, confidence_features, load_calibrator
 from rag.db import QuestionRow, sessions
 from rag.generate import Generator, GeneratorConfig
-from rag.escalate import CraftsmanProfile, Ticket, TicketQueue, route
+from rag.escalate import CraftsmanProfile, Route, Ticket, TicketQueue, route
 from rag.rank import Ranker, RankerWeights, Scored
+from rag.scope import ScopeModel, load_scope_model, scope_features
 from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever, fuse
 
 log = logging.getLogger(__name__)
 MAX_QUESTION = 2000
+STATUSES = ("answered", "escalated", "out_of_scope")
+RELATED_NOTE = "以下资料与您的问题相关，仅供参考，并非确认的答案。"
+OUT_OF_SCOPE_MESSAGE = ("这个问题似乎不属于本服务的范围。匠心解答工业生产中的技术问题（{trades}等），"
+                        "如果这确实是生产中遇到的问题，请补充设备、工序或故障现象后再问。")
 
 
 class InvalidQuestion(JiangxinError):
     """The question is empty, too long or not text."""
 
 
+# Characters that show nothing, as a regex class (Python and the Rust regex of pydantic read it alike): C0/C1
+# controls and Unicode format characters (Cf: zero-width spaces and joiners, BOM, word joiner, soft hyphen, bidi
+# controls, tags). ``QuestionIn`` wants one character outside them and white space; ``clean_question`` drops them.
+INVISIBLE = (r"\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+             r"\u202a-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+             r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f")
+_HIDDEN = re.compile(rf"(?!\s)[{INVISIBLE}]")  # invisible and not white space (a newline stays a separator)
+
+
 def clean_question(question: str) -> str:
+    """The question without invisible characters, or ``InvalidQuestion`` saying why it cannot be asked.
+
+    Format and control characters carry no meaning and split words for the tokenizer, so they are removed;
+    what is left must show something.
+    """
     if not isinstance(question, str):
         raise InvalidQuestion("the question must be text")
-    question = question.replace("\x00", "").strip()
-    if not question:
-        raise InvalidQuestion("the question is empty")
-    if len(question) > MAX_QUESTION:
-        raise InvalidQuestion(f"the question has {len(question)} characters; at most {MAX_QUESTION} are allowed")
     try:
         question.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidQuestion("the question is not valid UTF-8 text") from None
+    question = _HIDDEN.sub("", question).strip()
+    if not question:
+        raise InvalidQuestion("the question is empty: it has no visible characters, only spaces, zero-width or control ones")
+    if len(question) > MAX_QUESTION:
+        raise InvalidQuestion(f"the question has {len(question)} characters; at most {MAX_QUESTION} are allowed")
     return question
 
 
 @dataclass
 class AskResult:
-    """What ``ask`` returns: ``status`` is ``answered`` or ``escalated``."""
+    """What ``ask`` returns: ``status`` is ``answered``, ``escalated`` or ``out_of_scope``."""
 
     status: str
     question: str
@@ -61,24 +85,49 @@ class AskResult:
     ticket: Ticket | None = None
     index_version: str = ""
     id: str = ""
+    in_scope: float = 1.0
+    message: str = ""
+    related: dict[str, Any] = field(default_factory=dict)
     ranked: list[Scored] = field(default_factory=list, repr=False)
     version: IndexVersion | None = field(default=None, repr=False)  # the one ``ranked`` refers to
 
     def to_dict(self) -> dict[str, Any]:
         answer = self.answer.to_dict() if self.answer else None
+        related = {k: answer[k] for k in ("courses", "achievements", "craftsmen")} if answer else dict(self.related)
         return {
             "id": self.id,
             "status": self.status,
             "question": self.question,
+            "message": self.message,
             "answer": answer["text"] if answer else None,
             "standard": bool(answer and answer["standard"]),
+            "matched_question": answer["matched_question"] if answer else None,
             "generated": bool(answer and answer["generated"]),
             "sources": answer["sources"] if answer else [],
-            "related": {k: answer[k] for k in ("courses", "achievements", "craftsmen")} if answer else {},
+            "related": related,
             "confidence": round(self.confidence, 4),
+            "in_scope": round(self.in_scope, 4),
             "ticket": self.ticket.to_dict() if self.ticket else None,
             "index_version": self.index_version,
         }
+
+
+def related_material(version: IndexVersion, ranked: list[Scored], limit: int = 3) -> list[dict[str, Any]]:
+    """The top records (not craftsmen) with a snippet each: what to read while a craftsman answers."""
+    out = []
+    for s in ranked:
+        record = version.records.get(s.candidate.record_id)
+        if record is None or isinstance(record, Craftsman):
+            continue
+        out.append({"kind": record.kind, "id": record.id, "title": record.title, "snippet": snippet(record.sections()[0], 120)})
+        if len(out) >= limit:
+            break
+    return out
+
+
+def craftsman_card(record: Craftsman) -> dict[str, Any]:
+    return {"id": record.id, "name": record.name, "title": record.name, "honours": list(record.honours),
+            "skills": list(record.skills), "trades": list(record.trades), "region": record.region}
 
 
 @dataclass(frozen=True)
@@ -102,6 +151,7 @@ class Engine:
         self.cache = cache
         self.ranker_weights = ranker_weights or RankerWeights.load()
         self._calibrator = calibrator
+        self._scope: ScopeModel | None | bool = False  # False: not loaded yet
         self._reranker = None
         self.build_lock = threading.Lock()
         self.session = sessions(queue.engine)
@@ -111,6 +161,23 @@ class Engine:
         if self._calibrator is None:
             self._calibrator = load_calibrator(self.config.index_dir, self.live.embedder.model_id)
         return self._calibrator
+
+    @property
+    def scope(self) -> ScopeModel | None:
+        if self._scope is False:
+            self._scope = load_scope_model(self.config.index_dir, self.live.embedder.model_id)
+        return self._scope  # type: ignore[return-value]
+
+    def in_scope(self, version: IndexVersion, question: str, ranked: list[Scored]) -> float:
+        """Probability that ``question`` is an industrial production question (1.0 without a scope model)."""
+        model = self.scope
+        if model is None:
+            return 1.0
+        vector = version.embedder.embed_queries([question])[0]  # remembered from the dense retrieval
+        dense_top = max((s.candidate.dense_score for s in ranked), default=0.0)
+        terms = version.tokenizer.tokenize(question)
+        known = sum(1 for t in terms if version.bm25.idf(t) > 0) / len(terms) if terms else 0.0
+        return model.probability(scope_features(vector, dense_top, known))
 
     @property
     def threshold(self) -> float:
@@ -134,25 +201,39 @@ class Engine:
         version = self.live.get()
         ranked = self.rank(version, question)
         if not ranked:
-            return AskResult("escalated", question, 0.0, index_version=version.version, version=version)
-        confidence = self.calibrator.confidence(confidence_features(ranked))
+            return self._not_answered(version, question, 0.0, ranked, self.in_scope(version, question, ranked))
+        in_scope = self.in_scope(version, question, ranked)
+        confidence = self.calibrator.confidence(confidence_features(ranked, in_scope))
         top = ranked[0]
         direct = top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT
         if direct or confidence >= self.threshold:
             answer = compose_answer(question, ranked, version)
             if self.config.generator and not answer.standard:
                 answer = Generator(self.config.generator).rewrite(question, answer)
-            return AskResult("answered", question, confidence, answer, index_version=version.version, ranked=ranked,
-                             version=version)
-        return AskResult("escalated", question, confidence, index_version=version.version, ranked=ranked, version=version)
+            return AskResult("answered", question, confidence, answer, index_version=version.version, in_scope=in_scope,
+                             ranked=ranked, version=version)
+        return self._not_answered(version, question, confidence, ranked, in_scope)
+
+    def _not_answered(self, version: IndexVersion, question: str, confidence: float, ranked: list[Scored],
+                      in_scope: float) -> AskResult:
+        """Escalate an in-scope question (with related material to read meanwhile); decline one out of scope."""
+        threshold = self.scope.threshold if self.scope else 0.0
+        if in_scope < threshold:
+            trades = sorted({t for r in version.records.values() if isinstance(r, Craftsman) for t in r.trades})
+            return AskResult("out_of_scope", question, confidence, index_version=version.version, in_scope=in_scope,
+                             message=OUT_OF_SCOPE_MESSAGE.format(trades="、".join(trades[:6]) or "机加工、焊接、设备维护"),
+                             ranked=ranked, version=version)
+        related = {"note": RELATED_NOTE, "records": related_material(version, ranked), "craftsmen": []}
+        return AskResult("escalated", question, confidence, index_version=version.version, in_scope=in_scope,
+                         message="暂未找到足够可靠的答案，已转交劳模工匠解答。", related=related, ranked=ranked, version=version)
 
     def ask(self, question: str, asker: str = "anonymous") -> AskResult:
         """Answer ``question`` or escalate it; either way the outcome is recorded durably first."""
         result = self.assess(question)
-        if result.status == "escalated":
-            result.ticket = self._escalate(result.version or self.live.get(), result, asker)
         result.id = "Q" + secrets.token_hex(6)
-        with self.session.begin() as session:
+        with self.queue.transaction() as session:  # the ticket joins it: question and ticket commit together or not at all
+            if result.status == "escalated":
+                result.ticket = self._escalate(result.version or self.live.get(), result, asker)
             session.add(QuestionRow(id=result.id, asker=asker, question=result.question, status=result.status,
                                     confidence=result.confidence, result=result.to_dict(),
                                     ticket_id=result.ticket.id if result.ticket else None,
@@ -165,37 +246,92 @@ class Engine:
         for s in ranked[:5]:
             text = version.chunks[s.candidate.chunk_rows[0]].text if s.candidate.chunk_rows else ""
             context.append({"kind": s.candidate.kind, "id": s.candidate.record_id, "title": s.candidate.title, "snippet": text[:240]})
+        trades, routes = self.routing(version, result.question, result.ranked)
+        ticket, _ = self.queue.create(result.question, asker, result.confidence, context, trades, routes)
+        routed = [version.records.get(r.craftsman_id) for r in ticket.routes]
+        cards = [craftsman_card(r) for r in routed if isinstance(r, Craftsman)]
+        result.related = {**result.related, "craftsmen": cards}
+        if cards:
+            result.message = f"暂未找到足够可靠的答案，已转交{'、'.join(c['name'] for c in cards)}等劳模工匠解答。"
+        return ticket
+
+    def hand_over(self, question_id: str, asker: str | None = None) -> str:
+        """转人工: send an answered (or declined) question to the craftsmen, the ticket carrying the answer given.
+
+        Idempotent: a question already handed over keeps its ticket. Only the asker (or a maintainer, with
+        ``asker=None``) may do it; another asker's question is NotFound, so existence does not leak."""
+        with self.session() as session:
+            row = session.get(QuestionRow, question_id)
+            if row is None or (asker is not None and row.asker != asker):
+                raise NotFound(f"question {question_id} does not exist")
+            if row.ticket_id:
+                return row.ticket_id
+            question, owner, given, confidence = row.question, row.asker, dict(row.result or {}), row.confidence
+        version = self.live.get()
+        ranked = self.rank(version, question)
+        context = [{"kind": "given_answer", "id": question_id, "title": "已给出的自动答案（提问者反馈没帮助）",
+                    "snippet": (given.get("answer") or given.get("message") or "")[:600]}]
+        context += [{"kind": r["kind"], "id": r["id"], "title": r["title"], "snippet": r["snippet"]}
+                    for r in related_material(version, ranked, 4)]
+        trades, routes = self.routing(version, question, ranked)
+        with self.queue.transaction() as session:
+            ticket, _ = self.queue.create(question, owner, confidence, context, trades, routes)
+            cards = [craftsman_card(r) for r in (version.records.get(x.craftsman_id) for x in ticket.routes) if isinstance(r, Craftsman)]
+            names = "、".join(c["name"] for c in cards) or "劳模工匠"
+            given.update(status="escalated", ticket=ticket.to_dict(), handed_over=True,
+                         message=f"已按您的要求转人工，由{names}等劳模工匠解答；此前的自动答案保留在下方供参考。",
+                         related={**(given.get("related") or {}), "craftsmen": cards})
+            changed = session.execute(update(QuestionRow).where(QuestionRow.id == question_id, QuestionRow.ticket_id.is_(None))
+                                      .values(status="escalated", ticket_id=ticket.id, result=given)).rowcount
+            if changed != 1:
+                raise Conflict(f"question {question_id} was handed over concurrently")
+        return ticket.id
+
+    def routing(self, version: IndexVersion, question: str, ranked: list[Scored]) -> tuple[list[str], list[Route]]:
+        """The question's trades (from the top records) and the craftsmen best placed to answer it."""
         weight: dict[str, float] = {}
-        for rank, s in enumerate(ranked[:5], start=1):
+        top = [s for s in ranked if s.candidate.kind != "craftsman"][:5]
+        for rank, s in enumerate(top, start=1):
             for t in getattr(version.records.get(s.candidate.record_id), "trades", []):
                 weight[t] = weight.get(t, 0.0) + 1.0 / rank
         best = max(weight.values(), default=0.0)
-        trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best]
-        vector = version.embedder.embed_queries([result.question])[0]
+        trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best][:3]
+        vector = version.embedder.embed_queries([question])[0]
         profiles = []
         for record in version.records.values():
             if isinstance(record, Craftsman):
                 v = version.head_vector(record.id)
                 if v is not None:
                     profiles.append(CraftsmanProfile(record, v))
-        routes = route(result.question, vector, trades[:3], profiles, self.queue.open_load())
-        ticket, _ = self.queue.create(result.question, asker, result.confidence, context, trades[:3], routes)
-        return ticket
+        return trades, route(question, vector, trades, profiles, self.queue.open_load())
 
     def publish(self, ticket_id: str) -> tuple[Ticket, BuildReport]:
         """Turn an answered ticket into a standard question (crediting the craftsman) and index it."""
         with self.build_lock:
-            ticket = self.queue.get(ticket_id)
-            if ticket.status != "answered":
-                raise Conflict(f"ticket {ticket_id} is {ticket.status}; only an answered ticket can be published")
-            version = self.live.get()
-            craftsman = version.records.get(ticket.answered_by or "")
-            record = StandardQuestion(
-                id=f"sq-craft-{ticket.id.lower()}", question=ticket.question, answer=ticket.answer or "", aliases=[],
-                trade=(ticket.trades or ["综合"])[0], keywords=[],
-                extra={"source": "craftsman_answer", "ticket": ticket.id, "craftsman": ticket.answered_by,
-                       "craftsman_name": craftsman.name if isinstance(craftsman, Craftsman) else ticket.answered_by},
-            )
-            upsert_record(self.config.corpus_dir, record)
-            report = build_index(self.config.corpus_dir, self.config.index_dir, self.live.embedder, self.cache, BuildOptions())
-            return self.queue.mark_published(ticket_id, record.id), report
+            ticket = self.queue.start_publish(ticket_id)  # answered → publishing: from now on a reject is refused
+            written = built = False
+            try:
+                version = self.live.get()
+                craftsman = version.records.get(ticket.answered_by or "")
+                record = StandardQuestion(
+                    id=f"sq-craft-{ticket.id.lower()}", question=ticket.question, answer=ticket.answer or "", aliases=[],
+                    trade=(ticket.trades or ["综合"])[0], keywords=[],
+                    extra={"source": "craftsman_answer", "ticket": ticket.id, "craftsman": ticket.answered_by,
+                           "craftsman_name": craftsman.name if isinstance(craftsman, Craftsman) else ticket.answered_by},
+                )
+                upsert_record(self.config.corpus_dir, record)
+                written = True
+                report = build_index(self.config.corpus_dir, self.config.index_dir, self.live.embedder, self.cache, BuildOptions())
+                built = True
+                self.live.refresh(wait=True)  # served before this returns: the next asker gets the answer
+                return self.queue.mark_published(ticket_id, record.id), report
+            except BaseException:
+                try:
+                    if written:  # an answer that did not go live must not go live with the next re-index either
+                        delete_record(self.config.corpus_dir, "standard_question", record.id)
+                        if built:
+                            build_index(self.config.corpus_dir, self.config.index_dir, self.live.embedder, self.cache, BuildOptions())
+                    self.queue.abort_publish(ticket_id)  # publishing → answered
+                except Exception:
+                    log.exception("ticket %s stays publishing: it could not be moved back to answered", ticket_id)
+                raise

@@ -1,29 +1,39 @@
 """Escalation to master craftsmen (劳模工匠): routing by expertise and load, and the durable ticket queue.
 
-Ticket life cycle: open → claimed → answered → published, or closed with a reason from any state
-before published. A claimed ticket can be released back to open. The same question from the same
-asker within ``dedupe_window`` returns the existing ticket instead of creating another.
+Ticket life cycle: open → claimed → answered → publishing → published, or closed with a reason from open,
+claimed or answered (never while publishing). A claimed ticket can be released back to open; a failed publish
+goes back to answered. Every transition is one compare-and-set: an UPDATE that names the state it expects,
+whose row count decides who won, so two racers cannot both succeed on SQLite or on PostgreSQL. The same
+question from the same asker within ``dedupe_window`` returns the existing ticket instead of creating another.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, or_, select, text
+from sqlalchemy import Engine, and_, case, func, or_, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from indexer.errors import Conflict, Forbidden, NotFound
+from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from indexer.records import Craftsman
 from indexer.text import normalise
-from rag.db import LockRow, RouteRow, TicketRow, sessions, utcnow
+from rag.db import LockRow, RouteRow, TicketRow, TicketTradeRow, sessions, utcnow
 
-STATUSES = ("open", "claimed", "answered", "published", "closed")
+STATUSES = ("open", "claimed", "answered", "publishing", "published", "closed")
+CLOSABLE = ("open", "claimed", "answered")
+DAY = timedelta(hours=24)
+_ADVISORY_NAMESPACE = 0x4A58  # first key of PostgreSQL advisory locks taken by the ticket queue ("JX")
+_JOINED: ContextVar[tuple[TicketQueue, Session] | None] = ContextVar("jiangxin_ticket_transaction", default=None)
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,8 @@ class CraftsmanProfile:
 
 @dataclass(frozen=True)
 class RoutingWeights:
-    """score = cosine(question, profile) + trade·[shares a trade] + skill·(share of skills named) − load·open tickets."""
+    """score = cosine(question, profile) + trade·[shares a trade] + skill·(share of skills named) − load·open tickets
+    (each asker's share capped: ``TicketQueue.open_load``)."""
 
     trade: float = 0.15
     skill: float = 0.1
@@ -82,14 +93,15 @@ class RoutingWeights:
 def route(question: str, question_vector: np.ndarray, trades: list[str], craftsmen: list[CraftsmanProfile],
           open_load: dict[str, int], weights: RoutingWeights = RoutingWeights()) -> list[Route]:
     """The craftsmen best placed to answer: those of the question's trades (everyone if none fits), by
-    expertise match, balanced by how many open tickets each holds."""
+    expertise match, balanced by how many open tickets each holds. ``trades`` are ordered, most likely first:
+    a craftsman of the main trade gets the whole trade bonus, one of a secondary trade half of it."""
     text = normalise(question)
     scored = []
     experts = [p for p in craftsmen if set(p.record.trades) & set(trades)]
     for profile in experts or craftsmen:
         record = profile.record
         similarity = float(np.dot(question_vector, profile.vector))
-        shares_trade = any(t in trades for t in record.trades)
+        shares_trade = 1.0 if trades and trades[0] in record.trades else 0.5 * any(t in trades for t in record.trades)
         skills = sum(1 for s in record.skills if any(part and part in text for part in _skill_parts(s)))
         score = (similarity + weights.trade * shares_trade + weights.skill * skills / max(len(record.skills), 1)
                  - weights.load * open_load.get(record.id, 0))
@@ -107,50 +119,91 @@ def question_key(question: str) -> str:
     return hashlib.sha256(normalise(question).encode("utf-8")).hexdigest()
 
 
-class TicketQueue:
-    """Tickets in the database; every method is one transaction."""
 
-    def __init__(self, engine: Engine, dedupe_window: timedelta = timedelta(minutes=10)) -> None:
+class TicketQueue:
+    """Tickets in the database; every method is one transaction, every state change one compare-and-set.
+
+    ``quota_per_day`` caps the tickets one asker (an enterprise) may open in any 24 hours (None: no cap);
+    ``load_cap_per_asker`` caps what one asker's tickets add to a craftsman's routing load (see ``open_load``).
+    """
+
+    def __init__(self, engine: Engine, dedupe_window: timedelta = timedelta(minutes=10), quota_per_day: int | None = 50,
+                 load_cap_per_asker: int = 2) -> None:
+        if quota_per_day is not None and quota_per_day < 1:
+            raise ValueError(f"quota_per_day must be at least 1 (or None for no quota), not {quota_per_day}")
         self.engine = engine
         self.session = sessions(engine)
         self.dedupe_window = dedupe_window
+        self.quota_per_day = quota_per_day
+        self.load_cap_per_asker = load_cap_per_asker
 
-    def _lock_for_create(self, session: Session, key: str) -> None:
-        """Serialise concurrent creates of the same question so the duplicate check cannot race."""
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction that ``create`` joins when called inside this block (same thread or task), so a caller
+        commits its own rows and the ticket together, or neither (``Engine.ask``: the question and its ticket)."""
+        with self.session.begin() as session:
+            token = _JOINED.set((self, session))
+            try:
+                yield session
+            finally:
+                _JOINED.reset(token)
+
+    def _lock_asker(self, session: Session, asker: str) -> None:
+        """Serialise one asker's creates, so the duplicate and quota checks and the insert cannot interleave.
+
+        PostgreSQL: an advisory lock on the asker until the transaction ends. SQLite: a write as the transaction's
+        first statement takes the single write lock (waiting for it) before anything is read; a read-then-write
+        transaction could otherwise fail on a stale snapshot."""
         if self.engine.dialect.name == "postgresql":
-            lock = int(key[:15], 16)  # 60 bits: fits a bigint
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
-        else:
-            self._write_lock(session)
-
-    def _write_lock(self, session: Session) -> None:
-        """SQLite: make a write the transaction's first statement, so it takes the single write lock (waiting
-        for it) before reading; a read-then-write transaction could otherwise fail on a stale snapshot."""
-        if self.engine.dialect.name == "sqlite":
+            key = int.from_bytes(hashlib.sha256(asker.encode("utf-8")).digest()[:4], "big", signed=True)
+            session.execute(text("SELECT pg_advisory_xact_lock(CAST(:ns AS integer), CAST(:key AS integer))"), {"ns": _ADVISORY_NAMESPACE, "key": key})
+        elif self.engine.dialect.name == "sqlite":
             stmt = sqlite_insert(LockRow).values(name="tickets", taken_at=utcnow())
             session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"taken_at": stmt.excluded.taken_at}))
 
     def create(self, question: str, asker: str, confidence: float, context: list[dict[str, Any]],
-               trades: list[str], routes: list[Route]) -> tuple[Ticket, bool]:
-        """A new open ticket, or the asker's recent ticket for the same question; (ticket, created)."""
+               trades: list[str], routes: list[Route], session: Session | None = None) -> tuple[Ticket, bool]:
+        """A new open ticket, or the asker's recent ticket for the same question; (ticket, created).
+
+        Raises QuotaExceeded when the asker already opened ``quota_per_day`` tickets in the last 24 hours. With
+        ``session`` (or inside ``transaction()``) the ticket is written in the caller's transaction and commits
+        with it; that transaction must not have read anything before (SQLite takes its write lock here)."""
+        joined = _JOINED.get()
+        if session is None and joined is not None and joined[0] is self:
+            session = joined[1]
+        if session is not None:
+            return self._create(session, question, asker, confidence, context, trades, routes)
+        with self.session.begin() as own:
+            return self._create(own, question, asker, confidence, context, trades, routes)
+
+    def _create(self, session: Session, question: str, asker: str, confidence: float, context: list[dict[str, Any]],
+                trades: list[str], routes: list[Route]) -> tuple[Ticket, bool]:
         key = question_key(question)
-        with self.session.begin() as session:
-            self._lock_for_create(session, key)
-            since = utcnow() - self.dedupe_window
-            existing = session.scalars(
-                select(TicketRow).where(TicketRow.asker == asker, TicketRow.question_key == key,
-                                        TicketRow.created_at >= since, TicketRow.status != "closed")
-                .order_by(TicketRow.created_at.desc()).limit(1)).first()
-            if existing is not None:
-                return self._ticket(session, existing), False
-            row = TicketRow(id="T" + secrets.token_hex(6), question=question, question_key=key, asker=asker, status="open",
-                            confidence=confidence, context=context, trades=trades)
-            session.add(row)
-            session.flush()
-            for rank, r in enumerate(routes, start=1):
-                session.add(RouteRow(ticket_id=row.id, craftsman_id=r.craftsman_id, name=r.name, rank=rank, score=r.score))
-            session.flush()
-            return self._ticket(session, row, routes), True
+        self._lock_asker(session, asker)
+        now = utcnow()
+        existing = session.scalars(
+            select(TicketRow).where(TicketRow.asker == asker, TicketRow.question_key == key,
+                                    TicketRow.created_at >= now - self.dedupe_window, TicketRow.status != "closed")
+            .order_by(TicketRow.created_at.desc()).limit(1)).first()
+        if existing is not None:
+            return self._ticket(session, existing), False
+        if self.quota_per_day is not None:
+            opened, oldest = session.execute(
+                select(func.count(), func.min(TicketRow.created_at))
+                .where(TicketRow.asker == asker, TicketRow.created_at > now - DAY)).one()
+            if opened >= self.quota_per_day:
+                retry_after = max(1, math.ceil((oldest + DAY - now).total_seconds()))
+                raise QuotaExceeded(f"{asker} has opened {opened} tickets in the last 24 hours, the daily quota; "
+                                    f"the next can be opened in {retry_after} s", retry_after)
+        row = TicketRow(id="T" + secrets.token_hex(6), question=question, question_key=key, asker=asker, status="open",
+                        confidence=confidence, context=context, trades=trades, created_at=now, updated_at=now)
+        session.add(row)
+        session.flush()
+        session.add_all(TicketTradeRow(ticket_id=row.id, trade=t) for t in dict.fromkeys(trades) if t)
+        session.add_all(RouteRow(ticket_id=row.id, craftsman_id=r.craftsman_id, name=r.name, rank=rank, score=r.score)
+                        for rank, r in enumerate(routes, start=1))
+        session.flush()
+        return self._ticket(session, row, routes), True
 
     def get(self, ticket_id: str) -> Ticket:
         with self.session.begin() as session:
@@ -158,89 +211,113 @@ class TicketQueue:
 
     def list(self, status: str | None = None, craftsman: str | None = None, trades: list[str] | None = None,
              asker: str | None = None, limit: int = 100) -> list[Ticket]:
-        """Tickets by status; for a craftsman: those routed to them, or open for one of ``trades``."""
+        """At most ``limit`` tickets, newest first, by status and asker; for a craftsman, those routed to, claimed
+        or answered by them, or open in one of ``trades`` — one query, the trade filter in SQL."""
+        query = select(TicketRow)
+        if status:
+            query = query.where(TicketRow.status == status)
+        if asker:
+            query = query.where(TicketRow.asker == asker)
+        if craftsman:
+            visible = [TicketRow.id.in_(select(RouteRow.ticket_id).where(RouteRow.craftsman_id == craftsman)),
+                       TicketRow.claimed_by == craftsman, TicketRow.answered_by == craftsman]
+            if trades:
+                in_trades = select(TicketTradeRow.ticket_id).where(TicketTradeRow.trade.in_(list(trades)))
+                visible.append(and_(TicketRow.status == "open", TicketRow.id.in_(in_trades)))
+            query = query.where(or_(*visible))
         with self.session.begin() as session:
-            query = select(TicketRow)
-            if status:
-                query = query.where(TicketRow.status == status)
-            if asker:
-                query = query.where(TicketRow.asker == asker)
-            if craftsman:
-                routed = select(RouteRow.ticket_id).where(RouteRow.craftsman_id == craftsman)
-                visible = [TicketRow.id.in_(routed), TicketRow.claimed_by == craftsman, TicketRow.answered_by == craftsman]
-                rows = session.scalars(query.where(or_(*visible)).order_by(TicketRow.created_at.desc()).limit(limit)).all()
-                if trades:
-                    pool = session.scalars(query.where(TicketRow.status == "open").order_by(TicketRow.created_at.desc()).limit(limit)).all()
-                    ids = {r.id for r in rows}
-                    rows = list(rows) + [r for r in pool if r.id not in ids and set(r.trades or []) & set(trades)]
-            else:
-                rows = session.scalars(query.order_by(TicketRow.created_at.desc()).limit(limit)).all()
-            return [self._ticket(session, r) for r in rows]
+            rows = session.scalars(query.order_by(TicketRow.created_at.desc(), TicketRow.id.desc()).limit(limit)).all()
+            routes = self._routes(session, [r.id for r in rows])
+            return [self._ticket(session, r, routes.get(r.id, [])) for r in rows]
 
     def open_load(self) -> dict[str, int]:
-        """Open or claimed tickets per routed craftsman (for balancing new routes)."""
+        """Open or claimed tickets per routed craftsman, for balancing new routes, counting at most
+        ``load_cap_per_asker`` tickets from any one asker: one tenant's flood adds at most the cap to a
+        craftsman's load, so it cannot push other tenants' questions away from the best-placed craftsmen."""
+        per_asker = (select(RouteRow.craftsman_id, TicketRow.asker, func.count().label("n"))
+                     .join(TicketRow, TicketRow.id == RouteRow.ticket_id)
+                     .where(TicketRow.status.in_(("open", "claimed")))
+                     .group_by(RouteRow.craftsman_id, TicketRow.asker).subquery())
+        capped = case((per_asker.c.n > self.load_cap_per_asker, self.load_cap_per_asker), else_=per_asker.c.n)
         with self.session.begin() as session:
-            rows = session.execute(
-                select(RouteRow.craftsman_id, func.count()).join(TicketRow, TicketRow.id == RouteRow.ticket_id)
-                .where(TicketRow.status.in_(("open", "claimed"))).group_by(RouteRow.craftsman_id)).all()
-            return {craftsman: count for craftsman, count in rows}
+            rows = session.execute(select(per_asker.c.craftsman_id, func.sum(capped)).group_by(per_asker.c.craftsman_id)).all()
+            return {craftsman: int(load) for craftsman, load in rows}
 
     def can_see(self, ticket: Ticket, craftsman: str, trades: list[str]) -> bool:
         return (any(r.craftsman_id == craftsman for r in ticket.routes) or craftsman in (ticket.claimed_by, ticket.answered_by)
                 or (ticket.status == "open" and bool(set(ticket.trades) & set(trades))))
 
     def claim(self, ticket_id: str, craftsman: str, trades: list[str] | None = None) -> Ticket:
+        """open → claimed by ``craftsman``, if it is routed to them or in one of their ``trades``."""
+        trades = list(trades or [])
+        # Routes and trades never change once written, so who may claim is read before the compare-and-set.
+        ticket = self.get(ticket_id)
+        if not (self.can_see(ticket, craftsman, trades) or set(ticket.trades) & set(trades)):
+            raise Forbidden(f"ticket {ticket_id} is {_state(ticket)}; it is not routed to {craftsman} nor open for their trades")
         with self.session.begin() as session:
-            self._write_lock(session)
-            row = self._row(session, ticket_id)
-            ticket = self._ticket(session, row)
-            if not self.can_see(ticket, craftsman, trades or []):
-                raise Forbidden(f"ticket {ticket_id} is not routed to {craftsman} nor open for their trades")
-            if row.status == "claimed" and row.claimed_by == craftsman:
-                return ticket
-            if row.status != "open":
-                raise Conflict(f"ticket {ticket_id} is {row.status}{' by ' + row.claimed_by if row.claimed_by else ''}; only an open ticket can be claimed")
-            row.status, row.claimed_by, row.updated_at = "claimed", craftsman, utcnow()
-            return self._ticket(session, row)
+            if self._cas(session, ticket_id, ("open",), status="claimed", claimed_by=craftsman):
+                return self._ticket(session, self._row(session, ticket_id))
+            now = self._ticket(session, self._row(session, ticket_id))
+            if now.status == "claimed" and now.claimed_by == craftsman:
+                return now
+            if not self.can_see(now, craftsman, trades):
+                raise Forbidden(f"ticket {ticket_id} is {_state(now)}; it is not routed to {craftsman} nor open for their trades")
+            raise Conflict(f"ticket {ticket_id} is {_state(now)}; only an open ticket can be claimed")
 
     def release(self, ticket_id: str, craftsman: str) -> Ticket:
-        with self.session.begin() as session:
-            self._write_lock(session)
-            row = self._row(session, ticket_id)
-            if row.status != "claimed" or row.claimed_by != craftsman:
-                raise Conflict(f"ticket {ticket_id} is not claimed by {craftsman}")
-            row.status, row.claimed_by, row.updated_at = "open", None, utcnow()
-            return self._ticket(session, row)
+        """claimed by ``craftsman`` → open."""
+        return self._transition(ticket_id, ("claimed",), craftsman, f"{craftsman} can release only a ticket they claimed",
+                                status="open", claimed_by=None)
 
     def answer(self, ticket_id: str, craftsman: str, answer: str) -> Ticket:
+        """claimed by ``craftsman`` → answered, with their answer."""
         answer = answer.strip()
         if not answer:
             raise Conflict("an answer cannot be empty")
-        with self.session.begin() as session:
-            self._write_lock(session)
-            row = self._row(session, ticket_id)
-            if row.status != "claimed" or row.claimed_by != craftsman:
-                raise Conflict(f"ticket {ticket_id} is {row.status}; claim it before answering")
-            row.status, row.answer, row.answered_by, row.updated_at = "answered", answer, craftsman, utcnow()
-            return self._ticket(session, row)
+        return self._transition(ticket_id, ("claimed",), craftsman, f"{craftsman} must claim it before answering",
+                                status="answered", answer=answer, answered_by=craftsman)
+
+    def start_publish(self, ticket_id: str) -> Ticket:
+        """answered → publishing: from here until ``mark_published`` or ``abort_publish`` it cannot be closed."""
+        return self._transition(ticket_id, ("answered",), None, "only an answered ticket can be published",
+                                status="publishing")
 
     def mark_published(self, ticket_id: str, record_id: str) -> Ticket:
-        with self.session.begin() as session:
-            self._write_lock(session)
-            row = self._row(session, ticket_id)
-            if row.status != "answered":
-                raise Conflict(f"ticket {ticket_id} is {row.status}; only an answered ticket can be published")
-            row.status, row.published_record, row.updated_at = "published", record_id, utcnow()
-            return self._ticket(session, row)
+        """publishing → published as ``record_id`` (or answered → published, for a record already in the corpus)."""
+        return self._transition(ticket_id, ("publishing", "answered"), None, "only an answered ticket can be published",
+                                status="published", published_record=record_id)
+
+    def abort_publish(self, ticket_id: str) -> Ticket:
+        """publishing → answered, after a failed publish."""
+        return self._transition(ticket_id, ("publishing",), None, "only a publishing ticket can go back to answered",
+                                status="answered")
 
     def close(self, ticket_id: str, reason: str) -> Ticket:
+        """open, claimed or answered → closed with ``reason`` (refused while publishing and once published)."""
+        return self._transition(ticket_id, CLOSABLE, None, "only an open, claimed or answered ticket can be closed",
+                                status="closed", closed_reason=reason.strip() or "closed")
+
+    def _transition(self, ticket_id: str, expected: tuple[str, ...], holder: str | None, refusal: str,
+                    **values: Any) -> Ticket:
+        """One compare-and-set in its own transaction; the loser gets Conflict naming the ticket's current state."""
         with self.session.begin() as session:
-            self._write_lock(session)
-            row = self._row(session, ticket_id)
-            if row.status in ("published", "closed"):
-                raise Conflict(f"ticket {ticket_id} is already {row.status}")
-            row.status, row.closed_reason, row.updated_at = "closed", reason.strip() or "closed", utcnow()
-            return self._ticket(session, row)
+            won = self._cas(session, ticket_id, expected, holder, **values)
+            ticket = self._ticket(session, self._row(session, ticket_id))
+            if not won:
+                raise Conflict(f"ticket {ticket_id} is {_state(ticket)}; {refusal}")
+            return ticket
+
+    def _cas(self, session: Session, ticket_id: str, expected: tuple[str, ...], holder: str | None = None,
+             **values: Any) -> bool:
+        """``UPDATE tickets SET … WHERE id = :id AND status IN :expected [AND claimed_by = :holder]``; True if it won.
+
+        It is the transaction's first statement: SQLite takes its write lock, PostgreSQL waits for a racing
+        writer of the row and re-checks the condition against what that one committed."""
+        where = [TicketRow.id == ticket_id, TicketRow.status.in_(expected)]
+        if holder is not None:
+            where.append(TicketRow.claimed_by == holder)
+        stmt = update(TicketRow).where(*where).values(**values, updated_at=utcnow())
+        return session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1
 
     def _row(self, session: Session, ticket_id: str) -> TicketRow:
         row = session.get(TicketRow, ticket_id)
@@ -248,10 +325,30 @@ class TicketQueue:
             raise NotFound(f"ticket {ticket_id} does not exist")
         return row
 
+    def _routes(self, session: Session, ticket_ids: list[str]) -> dict[str, list[Route]]:
+        found = session.scalars(select(RouteRow).where(RouteRow.ticket_id.in_(ticket_ids))
+                                .order_by(RouteRow.ticket_id, RouteRow.rank)).all() if ticket_ids else []
+        routes: dict[str, list[Route]] = {}
+        for r in found:
+            routes.setdefault(r.ticket_id, []).append(Route(r.craftsman_id, r.name, r.score))
+        return routes
+
     def _ticket(self, session: Session, row: TicketRow, routes: list[Route] | None = None) -> Ticket:
         if routes is None:
-            found = session.scalars(select(RouteRow).where(RouteRow.ticket_id == row.id).order_by(RouteRow.rank)).all()
-            routes = [Route(r.craftsman_id, r.name, r.score) for r in found]
+            routes = self._routes(session, [row.id]).get(row.id, [])
         return Ticket(row.id, row.question, row.asker, row.status, row.confidence, list(row.context or []),
                       list(row.trades or []), routes, row.claimed_by, row.answer, row.answered_by, row.published_record,
                       row.closed_reason, row.created_at, row.updated_at)
+
+
+def _state(ticket: Ticket) -> str:
+    """The state as a loser of a race should read it: ``claimed by cm-3``, ``publishing``, ``closed (重复)``."""
+    if ticket.status == "claimed":
+        return f"claimed by {ticket.claimed_by}"
+    if ticket.status == "answered":
+        return f"answered by {ticket.answered_by}"
+    if ticket.status == "published":
+        return f"published as {ticket.published_record}"
+    if ticket.status == "closed":
+        return f"closed ({ticket.closed_reason})"
+    return ticket.status

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from indexer.errors import NotFound
 from rag.db import FeedbackRow, QuestionRow, sessions
@@ -38,14 +38,26 @@ class QuestionLog:
             feedback = list(session.scalars(select(FeedbackRow).where(FeedbackRow.question_id == row.id).order_by(FeedbackRow.id)).all())
         return self._view(row, feedback)
 
-    def list(self, asker: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def list(self, asker: str | None = None, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
+        """Questions newest first, of one asker and of one status (``out_of_scope``: the maintainers' triage list)."""
         with self.session.begin() as session:
             query = select(QuestionRow).order_by(QuestionRow.created_at.desc()).limit(limit)
             if asker is not None:
                 query = query.where(QuestionRow.asker == asker)
+            if status is not None:
+                query = query.where(QuestionRow.status == status)
             rows = session.scalars(query).all()
             return [{"id": r.id, "question": r.question, "status": r.status, "confidence": r.confidence, "ticket_id": r.ticket_id,
                      "asker": r.asker, "created_at": r.created_at.isoformat() + "Z"} for r in rows]
+
+    def feedback_counts(self) -> dict[str, int]:
+        """Verdicts on answers so far: {"helpful": n, "unhelpful": m}."""
+        with self.session.begin() as session:
+            rows = session.execute(select(FeedbackRow.helpful, func.count()).group_by(FeedbackRow.helpful)).all()
+        counts = {"helpful": 0, "unhelpful": 0}
+        for helpful, n in rows:
+            counts["helpful" if helpful else "unhelpful"] += n
+        return counts
 
     def feedback(self, question_id: str, asker: str | None, helpful: bool, comment: str) -> dict[str, Any]:
         self.get(question_id, asker)

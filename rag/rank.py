@@ -22,7 +22,7 @@ from rag.retrieve import Candidate
 
 MODELS = Path(__file__).resolve().parent / "models"
 FEATURES = ("rr_bm25", "rr_dense", "bm25_rel", "bm25_cover", "dense_cos", "agree", "sq_sim", "title_match",
-            "code_match", "is_sq", "is_course", "is_craftsman")
+            "code_match", "conflict", "is_sq", "is_course", "is_craftsman")
 _CODE = re.compile(r"[a-z]*\d+[a-z0-9.\-/]*|[a-z]+-?\d+[a-z0-9.\-/]*", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 
@@ -34,6 +34,32 @@ def bigrams(text: str) -> set[str]:
 
 def dice(a: set[str], b: set[str]) -> float:
     return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
+
+
+def load_contrasts(path: Path | None = None) -> list[tuple[str, ...]]:
+    """Groups of mutually exclusive key objects (输入/输出, 过压/欠压 …), one group a line."""
+    path = path or MODELS / "contrasts.txt"
+    if not path.exists():
+        return []
+    groups = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        terms = tuple(normalise(t) for t in line.split()) if line.strip() and not line.startswith("#") else ()
+        if len(terms) >= 2:
+            groups.append(terms)
+    return groups
+
+
+CONTRASTS = load_contrasts()
+
+
+def conflict(question: str, head: str, groups: list[tuple[str, ...]] = CONTRASTS) -> float:
+    """1 when the question names a key object and the record's head names only another of the same group."""
+    for group in groups:
+        asked = {t for t in group if t in question}
+        named = {t for t in group if t in head}
+        if asked and named and not asked & named:
+            return 1.0
+    return 0.0
 
 
 @dataclass
@@ -71,7 +97,6 @@ class QueryContext:
     text: str
     terms: list[str]
     term_weight: dict[str, float]
-    total_weight: float
     codes: set[str]
     grams: set[str]
 
@@ -87,8 +112,7 @@ class Ranker:
         terms = list(dict.fromkeys(self.version.tokenizer.tokenize(question)))
         weights = {t: self.version.bm25.idf(t) for t in terms}
         codes = {c.lower() for c in _CODE.findall(normalise(question)) if _DIGIT.search(c) and len(c) >= 3}
-        k1 = self.version.bm25.params.k1
-        return QueryContext(question, terms, weights, sum(weights.values()) * (k1 + 1), codes, bigrams(question))
+        return QueryContext(question, terms, weights, codes, bigrams(question))
 
     def features(self, ctx: QueryContext, cand: Candidate) -> tuple[dict[str, float], float]:
         record = self.version.records.get(cand.record_id)
@@ -99,19 +123,21 @@ class Ranker:
         if isinstance(record, StandardQuestion):
             sq_sim = max(dice(ctx.grams, bigrams(q)) for q in [record.question, *record.aliases])
         head = normalise(f"{title} {keywords}")
+        question = normalise(ctx.text)
         matched = sum(w for t, w in ctx.term_weight.items() if t in head)
         covered = sum(w for t, w in ctx.term_weight.items() if t in full)
         total = sum(ctx.term_weight.values()) or 1.0
         f = {
             "rr_bm25": 1.0 / cand.bm25_rank if cand.bm25_rank else 0.0,
             "rr_dense": 1.0 / cand.dense_rank if cand.dense_rank else 0.0,
-            "bm25_rel": min(cand.bm25_score / ctx.total_weight, 1.0) if ctx.total_weight > 0 else 0.0,
+            "bm25_rel": min(cand.bm25_score / 2.0, 1.0),  # chunk + whole-record BM25, each relative to the best
             "bm25_cover": covered / total,
             "dense_cos": cand.dense_score,
             "agree": 1.0 if cand.bm25_rank and cand.dense_rank and max(cand.bm25_rank, cand.dense_rank) <= 5 else 0.0,
             "sq_sim": sq_sim,
             "title_match": matched / total,
             "code_match": (sum(1 for c in ctx.codes if c in full) / len(ctx.codes)) if ctx.codes else 0.0,
+            "conflict": conflict(question, head),
             "is_sq": 1.0 if cand.kind == "standard_question" else 0.0,
             "is_course": 1.0 if cand.kind == "course" else 0.0,
             "is_craftsman": 1.0 if cand.kind == "craftsman" else 0.0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,14 +11,16 @@ from api.deps import principal, service
 from api.errors import ERROR_RESPONSES
 from api.security import Principal, require
 from api.service import Service
+from rag.engine import INVISIBLE
 
 router = APIRouter(prefix="/v1/questions", tags=["questions"], responses=ERROR_RESPONSES)
 
 
 class QuestionIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
-    question: str = Field(min_length=1, max_length=2000, pattern=r"[^\s\x00]",
-                          description="1–2,000 characters with at least one that is not white space")
+    question: str = Field(min_length=1, max_length=2000, pattern=rf"[^\s{INVISIBLE}]",
+                          description="1–2,000 characters with at least one visible one (not white space, zero-width "
+                                      "or control); invisible characters are removed")
 
 
 class FeedbackIn(BaseModel):
@@ -42,10 +44,11 @@ def ask(body: QuestionIn, p: Annotated[Principal, Depends(principal)], svc: Anno
 
 @router.get("")
 def list_questions(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)],
-                   limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
-    """Your questions, newest first (maintainers: everyone's)."""
+                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                   status: Literal["answered", "escalated", "out_of_scope"] | None = None) -> list[dict[str, Any]]:
+    """Your questions, newest first (maintainers: everyone's; ``status=out_of_scope`` is their triage list)."""
     require(p, "enterprise", "maintainer")
-    return svc.questions.list(_own(p), limit)
+    return svc.questions.list(_own(p), limit, status)
 
 
 @router.get("/{question_id}")
@@ -60,4 +63,16 @@ def feedback(question_id: str, body: FeedbackIn, p: Annotated[Principal, Depends
              svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     """Helpful or not, with an optional comment."""
     require(p, "enterprise")
-    return svc.questions.feedback(question_id, p.principal, body.helpful, body.comment)
+    view = svc.questions.feedback(question_id, p.principal, body.helpful, body.comment)
+    svc.metrics.feedback.labels("true" if body.helpful else "false").inc()
+    return view
+
+
+@router.post("/{question_id}/escalate")
+def hand_over(question_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+    """转人工: send your answered question to a craftsman (one click after an unhelpful answer); the ticket
+    carries the answer that was given. Idempotent."""
+    require(p, "enterprise")
+    svc.engine.hand_over(question_id, p.principal)
+    svc.metrics.handovers.inc()
+    return svc.questions.get(question_id, p.principal)

@@ -16,7 +16,7 @@ from indexer.errors import NotFound
 from rag.escalate import Ticket
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
-Status = Literal["open", "claimed", "answered", "published", "closed"]
+Status = Literal["open", "claimed", "answered", "publishing", "published", "closed"]
 
 
 class AnswerIn(BaseModel):

@@ -58,7 +58,13 @@ def start_server(root: Path, env: dict[str, str], workers: int = 1) -> subproces
     raise RuntimeError(f"server did not start: {(root / f'server-{port}.log').read_text()[-2000:]}")
 
 
-def make_server(tmp_path_factory, embedder, cache, cache_path, name: str = "server", threshold: str = "0.99"):
+# Tests drive the shared servers harder than any one client should; the limits have tests of their own
+# (tests/api/test_limits.py), which pass their own settings through ``env_extra``.
+GENEROUS_LIMITS = {"JIANGXIN_RATE_PER_SECOND": "1000", "JIANGXIN_RATE_BURST": "1000"}
+
+
+def make_server(tmp_path_factory, embedder, cache, cache_path, name: str = "server", threshold: str = "0.99",
+                env_extra: dict[str, str] | None = None):
     root = tmp_path_factory.mktemp(name)
     corpus = root / "corpus"
     shutil.copytree(MINI, corpus)
@@ -75,7 +81,7 @@ def make_server(tmp_path_factory, embedder, cache, cache_path, name: str = "serv
     port = free_port()
     env = dict(os.environ, JIANGXIN_INDEX_DIR=str(root / "index"), JIANGXIN_CORPUS_DIR=str(corpus),
                JIANGXIN_DATABASE_URL=db_url, JIANGXIN_CACHE_PATH=str(cache_path), JIANGXIN_ANSWER_THRESHOLD=threshold,
-               JX_TEST_PORT=str(port))
+               JX_TEST_PORT=str(port)) | GENEROUS_LIMITS | (env_extra or {})
     proc = start_server(root, env)
     return proc, Server(f"http://127.0.0.1:{port}", keys, corpus, root / "index", env)
 

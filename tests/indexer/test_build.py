@@ -55,6 +55,7 @@ def test_removed_record_disappears_and_rollback_restores_it(mini_corpus, tmp_pat
     live = LiveIndex(index, embedder)
     assert "sq-m-4" not in live.get().records
     IndexStore(index).rollback()
+    live.refresh(wait=True)  # a server would notice within its check interval; the test asks for it now
     assert "sq-m-4" in live.get().records  # the live handle follows CURRENT without a restart
 
 

@@ -1,6 +1,8 @@
 """Shared by the SQLite and PostgreSQL queue tests."""
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 
 def create_concurrently(queue, asker: str, n: int = 6) -> list[str]:
@@ -17,3 +19,23 @@ def create_concurrently(queue, asker: str, n: int = 6) -> list[str]:
     for t in threads:
         t.join()
     return ids
+
+
+def race(*attempts: Callable[[], Any]) -> list[Any]:
+    """What each attempt returned, or the exception it raised, with all of them started at the same moment."""
+    outcomes: list[Any] = [None] * len(attempts)
+    barrier = threading.Barrier(len(attempts))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = attempts[i]()
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(attempts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
