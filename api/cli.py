@@ -394,7 +394,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 @queue_app.command("list")
-def queue_list(status: Annotated[Optional[str], typer.Option(help="open, claimed, answered, published, closed")] = None,
+def queue_list(status: Annotated[Optional[str], typer.Option(help="open, claimed, answered, publishing, published, closed")] = None,
                craftsman: Annotated[Optional[str], typer.Option(help="only tickets routed to / held by this craftsman id")] = None,
                as_json: JsonOpt = False, index: IndexOpt = None) -> None:
     """List tickets."""

@@ -30,6 +30,7 @@ from rag.rank import FEATURES, RankerWeights, feature_matrix
 from rag.scope import ScopeModel, scope_features
 
 IN_DOMAIN = ("answerable", "uncovered", "unanswerable")
+LOWER_GRADE_LABEL = 0.05  # partly relevant records count a little: recall@5/10 up, the top answer unchanged (fit part)
 SCOPE_L2 = 100.0  # strong: ~400-d embedding input, ~1,500 fit questions (chosen out-of-fold on the fit parts)
 
 
@@ -43,7 +44,7 @@ class Observation:
     direct: bool
     features: np.ndarray  # confidence features of the ranked list (the last, in_scope, set by ``with_scope``)
     candidates: np.ndarray  # ranking features of the top candidates
-    relevant: np.ndarray  # 1 where the candidate has the question's highest grade
+    relevant: np.ndarray  # ranker label: 1 for the question's highest grade, LOWER_GRADE_LABEL for a lower one
     scope: np.ndarray  # scope model input
     dense_cos: float = 0.0  # the anchors' recipe: top dense cosine …
     dense_right: bool = False  # … and whether the dense top record is right
@@ -85,6 +86,10 @@ def _group(query: Query, dataset: Dataset) -> str:
     return "uncovered" if query.split else "unanswerable"
 
 
+def _label(grade: int, best: int) -> float:
+    return 1.0 if grade and grade == best else (LOWER_GRADE_LABEL if grade > 0 else 0.0)
+
+
 def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), depth: int = 30,
             on_query: Callable[[], None] | None = None, routing: bool = True) -> list[Observation]:
     """Rank every question of ``dataset`` (and the out-of-domain ones) and record what the decision needs."""
@@ -112,7 +117,7 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
             hit = bool(record is not None and query.trade in record.trades)
         out.append(Observation(
             query.id, group, right, direct, confidence_features(ranked), feature_matrix(head),
-            np.array([1.0 if qrels and qrels.get(s.candidate.record_id, 0) == best else 0.0 for s in head]),
+            np.array([_label(qrels.get(s.candidate.record_id, 0), best) for s in head]),
             scope_features(vector, dense_cos, known), dense_cos,
             bool(dense_top and qrels and qrels.get(dense_top.candidate.record_id, 0) == best), query.trade, hit))
         if on_query:
@@ -242,7 +247,7 @@ def fit_scope(observations: Sequence[Observation], model_id: str, max_declined: 
 
 
 def fit_ranker(observations: Sequence[Observation], fold: int | None = None) -> RankerWeights:
-    """Pointwise logistic regression: is a candidate relevant, from its ranking features."""
+    """Pointwise logistic regression on graded labels (``_label``), from the candidates' ranking features."""
     rows = [o for o in observations if o.group == "answerable" and len(o.candidates) and (fold is None or o.fold != fold)]
     x = np.vstack([o.candidates for o in rows])
     y = np.concatenate([o.relevant for o in rows])
@@ -259,6 +264,9 @@ def answer_report(observations: Sequence[Observation], confidences: np.ndarray, 
     report["curve"] = curve
     report["reliability"] = reliability(observations, confidences)
     report["ece"] = expected_calibration_error(report["reliability"])
+    inside = [i for i, o in enumerate(observations) if o.group in ("answerable", "uncovered")]
+    if inside:  # out-of-domain questions are easy to be sure about; the in-domain ones are where calibration matters
+        report["ece_in_domain"] = expected_calibration_error(reliability([observations[i] for i in inside], confidences[inside]))
     report["groups"] = {g: sum(1 for o in observations if o.group == g)
                         for g in ("answerable", "uncovered", "unanswerable", "out_of_scope", "ood")}
     routed = [o for o in observations if o.routed_trade_hit is not None]

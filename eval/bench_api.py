@@ -47,7 +47,8 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         env = dict(os.environ, JIANGXIN_DATABASE_URL=db_url, JIANGXIN_INDEX_DIR=str(args.index.resolve()),
-                   JIANGXIN_CORPUS_DIR=str(args.corpus.resolve()))
+                   JIANGXIN_CORPUS_DIR=str(args.corpus.resolve()),
+                   JIANGXIN_RATE_PER_SECOND="0", JIANGXIN_ESCALATION_QUOTA_PER_DAY="0")  # measure the engine, not the limits
         log = open(Path(tmp) / "server.log", "w")
         server = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
                                    "--port", str(port), "--workers", str(args.workers), "--log-level", "warning"],

@@ -56,6 +56,21 @@ def _answers_md(report: dict[str, Any]) -> list[str]:
              f"unanswerable escalated {answers['unanswerable_escalated']:.3f}, out-of-domain escalated "
              f"{answers['ood_escalated']:.3f} ({answers['ood_questions']} questions).", "",
              "| threshold | precision | coverage | out-of-domain escalated |", "|---|---|---|---|"]
+    if "ood_to_craftsman" in answers:
+        lines[-2:-2] = [f"Three outcomes: {answers['ood_to_craftsman']:.3f} of out-of-domain questions reach a craftsman "
+                        f"(goal ≤ 0.02); {answers['uncovered_declined']:.3f} of in-domain uncovered questions are declined as out of "
+                        f"scope (goal ≤ 0.05); {answers['answerable_declined']:.3f} of answerable ones. Calibration error: ECE "
+                        f"{answers['ece']:.3f} over all questions, {answers.get('ece_in_domain', float('nan')):.3f} over the in-domain ones.", ""]
+    routing = answers.get("routing") or {}
+    if routing.get("first_craftsman_in_gold_trade") is not None:
+        lines[-2:-2] = [f"Routing: the first routed craftsman works in the question's gold trade for "
+                        f"{routing['first_craftsman_in_gold_trade']:.3f} of {routing['escalated_answerable']} escalated answerable questions "
+                        f"({routing['first_craftsman_in_gold_trade_all']:.3f} of all {routing['all_answerable']} answerable ones).", ""]
+    baseline = answers.get("raw_cosine_baseline") or {}
+    if baseline:
+        lines[-2:-2] = [f"The anchors' recipe (RAGFlow, MaxKB, Dify: a raw threshold on the top dense cosine), its threshold "
+                        f"chosen on these very questions for precision ≥ {baseline['target_precision']:.3f}: coverage "
+                        f"{baseline['coverage']:.3f} (threshold {baseline['threshold']}).", ""]
     for point in answers.get("curve", [])[::5]:
         lines.append(f"| {point['threshold']:.2f} | {point['precision']:.3f} | {point['coverage']:.3f} | {point['ood_escalated']:.3f} |")
     lines += ["", "| confidence bin | questions | mean confidence | share right |", "|---|---|---|---|"]

@@ -255,17 +255,18 @@ class Engine:
             result.message = f"暂未找到足够可靠的答案，已转交{'、'.join(c['name'] for c in cards)}等劳模工匠解答。"
         return ticket
 
-    def hand_over(self, question_id: str, asker: str | None = None) -> str:
+    def hand_over(self, question_id: str, asker: str | None = None) -> tuple[str, bool]:
         """转人工: send an answered (or declined) question to the craftsmen, the ticket carrying the answer given.
 
-        Idempotent: a question already handed over keeps its ticket. Only the asker (or a maintainer, with
-        ``asker=None``) may do it; another asker's question is NotFound, so existence does not leak."""
+        Idempotent: a question already handed over (or escalated) keeps its ticket; returns (ticket id, created).
+        Only the asker (or a maintainer, with ``asker=None``) may do it; another asker's question is NotFound,
+        so existence does not leak."""
         with self.session() as session:
             row = session.get(QuestionRow, question_id)
             if row is None or (asker is not None and row.asker != asker):
                 raise NotFound(f"question {question_id} does not exist")
             if row.ticket_id:
-                return row.ticket_id
+                return row.ticket_id, False
             question, owner, given, confidence = row.question, row.asker, dict(row.result or {}), row.confidence
         version = self.live.get()
         ranked = self.rank(version, question)
@@ -285,7 +286,7 @@ class Engine:
                                       .values(status="escalated", ticket_id=ticket.id, result=given)).rowcount
             if changed != 1:
                 raise Conflict(f"question {question_id} was handed over concurrently")
-        return ticket.id
+        return ticket.id, True
 
     def routing(self, version: IndexVersion, question: str, ranked: list[Scored]) -> tuple[list[str], list[Route]]:
         """The question's trades (from the top records) and the craftsmen best placed to answer it."""

@@ -73,6 +73,7 @@ def hand_over(question_id: str, p: Annotated[Principal, Depends(principal)], svc
     """转人工: send your answered question to a craftsman (one click after an unhelpful answer); the ticket
     carries the answer that was given. Idempotent."""
     require(p, "enterprise")
-    svc.engine.hand_over(question_id, p.principal)
-    svc.metrics.handovers.inc()
+    _, created = svc.engine.hand_over(question_id, p.principal)
+    if created:
+        svc.metrics.handovers.inc()
     return svc.questions.get(question_id, p.principal)

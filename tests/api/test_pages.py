@@ -29,6 +29,12 @@ def test_escalated_question_is_answered_through_the_pages(browser, own_server, t
     ask.click("#ask")
     playwright.expect(ask.locator("#ticket")).to_contain_text("工单", timeout=60_000)
     ticket_id = ask.locator("#ticket").inner_text().split()[1]
+    # the escalation explains itself in words and still helps: routed craftsmen, related material marked unconfirmed
+    playwright.expect(ask.locator("#message")).to_contain_text("暂未找到足够可靠的答案")
+    assert "%" not in ask.locator("#status").inner_text() and ask.locator("#bar").is_hidden()
+    playwright.expect(ask.locator("#craftsmen .craftsman").first).to_contain_text("擅长")
+    playwright.expect(ask.locator("#related-records .note")).to_contain_text("仅供参考")
+    assert ask.locator("#related-records .source").count() >= 1
 
     craftsman = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
     craftsman.goto(own_server.url + "/queue")
@@ -46,3 +52,24 @@ def test_escalated_question_is_answered_through_the_pages(browser, own_server, t
     playwright.expect(ask.locator("#craftsman-answer")).to_contain_text("背面充氩流量提高到10L/min", timeout=30_000)
     ask.screenshot(path=str(tmp_path / "ask-page.png"), full_page=True)
     asker.close()
+
+
+def test_unhelpful_answer_goes_to_a_craftsman_in_one_click(browser, server):
+    page = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+    page.goto(server.url + "/")
+    page.fill("#key", server.keys["ent_b"])
+    page.click("#save-key")
+    page.fill("#question", "FANUC系统出现SV0401报警如何处理")
+    page.click("#ask")
+    playwright.expect(page.locator("#status")).to_contain_text("标准答案", timeout=60_000)
+    playwright.expect(page.locator("#matched")).to_contain_text("匹配的标准问题：")
+    assert page.locator("#to-human").is_hidden()
+    page.click("#unhelpful")
+    playwright.expect(page.locator("#feedback-state")).to_contain_text("没帮助")
+    page.click("#to-human")
+    playwright.expect(page.locator("#ticket")).to_contain_text("工单", timeout=30_000)
+    playwright.expect(page.locator("#message")).to_contain_text("转人工")
+    ticket_id = page.locator("#ticket").inner_text().split()[1]
+    with server.client("ent_b") as client:
+        ticket = client.get(f"/v1/tickets/{ticket_id}").json()
+    assert ticket["context"][0]["kind"] == "given_answer" and ticket["context"][0]["snippet"].startswith("SV0401")

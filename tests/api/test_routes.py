@@ -53,6 +53,7 @@ def test_every_route_allows_exactly_its_roles(server, escalated):
         ("GET", "/v1/questions", None, {"maintainer", "ent_a"}),
         ("GET", f"/v1/questions/{qid}", None, {"maintainer", "ent_a"}),
         ("POST", f"/v1/questions/{qid}/feedback", {"helpful": True, "comment": "好"}, {"ent_a"}),
+        ("POST", f"/v1/questions/{qid}/escalate", None, {"ent_a"}),
         ("GET", "/v1/tickets", None, {"maintainer", "ent_a", "welder"}),
         ("GET", f"/v1/tickets/{tid}", None, {"maintainer", "ent_a", "welder"}),
         ("POST", f"/v1/tickets/{tid}/claim", None, {"welder"}),
@@ -130,3 +131,35 @@ def test_maintainer_manages_records_with_validation(server):
         assert c.get("/v1/admin/records/standard_question/sq-api-1").json()["question"] == record["question"]
         assert c.delete("/v1/admin/records/standard_question/sq-api-1").status_code == 200
         assert c.get("/v1/admin/records/standard_question/sq-api-1").status_code == 404
+
+
+def test_unhelpful_feedback_is_counted_and_the_answer_can_go_to_a_craftsman(server):
+    with server.client("ent_b") as c:
+        answered = c.post("/v1/questions", json={"question": "FANUC系统出现SV0401报警如何处理"}).json()
+        assert answered["status"] == "answered" and answered["matched_question"]
+        assert c.post(f"/v1/questions/{answered['id']}/feedback", json={"helpful": False, "comment": "没解决"}).status_code == 200
+        handed = c.post(f"/v1/questions/{answered['id']}/escalate").json()
+        assert handed["status"] == "escalated" and handed["ticket"]["status"] == "open" and handed["answer"] == answered["answer"]
+        assert c.post(f"/v1/questions/{answered['id']}/escalate").json()["ticket"]["id"] == handed["ticket"]["id"]
+    with server.client("ent_a") as c:
+        assert c.post(f"/v1/questions/{answered['id']}/escalate").status_code == 404
+    with server.client() as c:
+        text = c.get("/metrics").text
+    assert metric(text, 'jiangxin_feedback_total{helpful="false"}') >= 1 and metric(text, "jiangxin_handovers_total") >= 1
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_out_of_scope_question_gets_a_polite_reply_and_lands_on_the_triage_list(server):
+    with server.client("ent_b") as c:
+        declined = c.post("/v1/questions", json={"question": "今天天气怎么样，周末适合去爬山吗"}).json()
+    assert declined["status"] == "out_of_scope" and declined["ticket"] is None and "不属于本服务的范围" in declined["message"]
+    with server.client("maintainer") as c:
+        triage = c.get("/v1/questions", params={"status": "out_of_scope"}).json()
+    assert declined["id"] in {q["id"] for q in triage} and all(q["status"] == "out_of_scope" for q in triage)

@@ -145,8 +145,8 @@ def test_hand_over_sends_an_answered_question_to_a_craftsman_with_the_answer_giv
     assert result.status == "answered" and result.ticket is None
     with pytest.raises(NotFound):
         engine.hand_over(result.id, "ent-b")  # another enterprise's question does not exist for them
-    ticket_id = engine.hand_over(result.id, "ent-a")
-    assert engine.hand_over(result.id, "ent-a") == ticket_id  # idempotent
+    ticket_id, created = engine.hand_over(result.id, "ent-a")
+    assert created and engine.hand_over(result.id, "ent-a") == (ticket_id, False)  # idempotent
     ticket = engine.queue.get(ticket_id)
     assert ticket.status == "open" and ticket.asker == "ent-a" and ticket.routes
     given = ticket.context[0]
