@@ -276,7 +276,6 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         index: IndexOpt = None, corpus: CorpusOpt = None) -> None:
     """Fit the ranker (optional), the confidence calibration and the scope model on the fit parts only
     (default: eval/sample and the fit part of eval/field, plus out-of-domain questions); report out-of-fold."""
-    import numpy as np
 
     from eval.answers import answer_report, fit_calibrator, fit_ranker, fit_scope, scope_probabilities, with_scope
     from eval.report import write_report

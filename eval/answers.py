@@ -24,7 +24,7 @@ import numpy as np
 from eval.datasets import Dataset, Query
 from indexer.errors import DatasetError
 from rag.answer import SQ_DIRECT
-from rag.confidence import Calibrator, confidence_features, fit_logistic
+from rag.confidence import Calibrator, confidence_features, fit_logistic, out_of_fold
 from rag.engine import Engine
 from rag.rank import FEATURES, RankerWeights, feature_matrix
 from rag.scope import ScopeModel, scope_features
@@ -214,12 +214,7 @@ def fit_calibrator(observations: Sequence[Observation], model_id: str, target: f
     """Calibrator fitted on all observations, and out-of-fold confidences (2 folds) for its threshold."""
     x = np.stack([o.features for o in observations])
     y = np.array([o.right for o in observations], dtype=float)
-    folds = np.array([o.fold for o in observations])
-    oof = np.zeros(len(observations))
-    for fold in (0, 1):
-        train, test = folds != fold, folds == fold
-        part = Calibrator.fit(x[train], y[train])
-        oof[test] = [part.confidence(row) for row in x[test]]
+    oof = out_of_fold(x, y, np.array([o.fold for o in observations]), Calibrator.fit)
     threshold = choose_threshold(observations, oof, target)
     final = Calibrator.fit(x, y, threshold=threshold, model_id=model_id,
                            fitted_on=f"{fitted_on}; threshold for {target:.0%} precision out-of-fold")
@@ -233,12 +228,7 @@ def fit_scope(observations: Sequence[Observation], model_id: str, max_declined: 
     rows = [o for o in observations if o.group in ("answerable", "uncovered", "out_of_scope", "ood")]
     x = np.stack([o.scope for o in rows])
     y = np.array([o.in_domain for o in rows], dtype=float)
-    folds = np.array([o.fold for o in rows])
-    oof = np.zeros(len(rows))
-    for fold in (0, 1):
-        train, test = folds != fold, folds == fold
-        part = ScopeModel.fit(x[train], y[train], l2=SCOPE_L2)
-        oof[test] = [part.probability(row) for row in x[test]]
+    oof = out_of_fold(x, y, np.array([o.fold for o in rows]), lambda xs, ys: ScopeModel.fit(xs, ys, l2=SCOPE_L2))
     inside = np.sort(oof[y == 1])
     threshold = float(inside[int(np.floor(max_declined * len(inside)))]) if len(inside) else 0.5
     final = ScopeModel.fit(x, y, l2=SCOPE_L2, threshold=round(threshold, 4), model_id=model_id,

@@ -61,7 +61,10 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int 
 
 
 @dataclass
-class Calibrator:
+class LogisticModel:
+    """A fitted logistic regression on standardised features, saved as JSON (shared by the confidence
+    calibration and the scope model)."""
+
     weights: list[float]
     bias: float
     mean: list[float]
@@ -69,21 +72,44 @@ class Calibrator:
     threshold: float = 0.5
     model_id: str = ""
     fitted_on: str = ""
-    features: list[str] = field(default_factory=lambda: list(CONF_FEATURES))
 
-    def confidence(self, features: np.ndarray) -> float:
-        z = (np.asarray(features) - np.asarray(self.mean)) / np.asarray(self.scale)
+    def probability(self, features: np.ndarray) -> float:
+        z = (np.asarray(features, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
         return float(_sigmoid(np.array(z @ np.asarray(self.weights) + self.bias)))
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, **meta) -> "Calibrator":
-        w, b, mean, scale = fit_logistic(x, y)
+    def fit(cls, x: np.ndarray, y: np.ndarray, l2: float = 1.0, **meta):
+        w, b, mean, scale = fit_logistic(x, y, l2=l2)
         return cls(w.tolist(), b, mean.tolist(), scale.tolist(), **meta)
 
     def save(self, path: Path) -> None:
         from indexer.store import atomic_write_text
 
-        atomic_write_text(path, json.dumps(asdict(self), ensure_ascii=False, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(asdict(self), ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, path: Path):
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, folds: np.ndarray, fit) -> np.ndarray:
+    """Each row's probability from a model ``fit(x, y)`` on the other folds: honest figures for thresholds."""
+    out = np.zeros(len(x))
+    for fold in np.unique(folds):
+        train, test = folds != fold, folds == fold
+        model = fit(x[train], y[train])
+        out[test] = [model.probability(row) for row in x[test]]
+    return out
+
+
+@dataclass
+class Calibrator(LogisticModel):
+    """Confidence that the top record answers the question, over ``CONF_FEATURES`` (the schema it was fitted on)."""
+
+    features: list[str] = field(default_factory=lambda: list(CONF_FEATURES))
+
+    def confidence(self, features: np.ndarray) -> float:
+        return self.probability(features)
 
     @classmethod
     def load(cls, path: Path) -> "Calibrator":

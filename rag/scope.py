@@ -12,13 +12,11 @@ embedder it was fitted with: another embedder gets no scope model, and then ever
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rag.confidence import _sigmoid, fit_logistic
+from rag.confidence import LogisticModel
 from rag.rank import MODELS
 
 SCOPE_EXTRAS = ("dense_top", "known_share")
@@ -29,41 +27,12 @@ def scope_features(vector: np.ndarray, dense_top: float, known_share: float) -> 
     return np.concatenate([np.asarray(vector, dtype=np.float64), [dense_top, known_share]])
 
 
-@dataclass
-class ScopeModel:
-    weights: list[float]
-    bias: float
-    mean: list[float]
-    scale: list[float]
-    threshold: float = 0.5
-    model_id: str = ""
-    fitted_on: str = ""
-
-    def probability(self, features: np.ndarray) -> float:
-        """Probability that the question is an industrial production question."""
-        z = (np.asarray(features, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
-        return float(_sigmoid(np.array(z @ np.asarray(self.weights) + self.bias)))
+class ScopeModel(LogisticModel):
+    """Probability that a question is an industrial production question (``probability``), over
+    ``scope_features``; ``threshold`` separates escalation from out of scope."""
 
     def in_scope(self, features: np.ndarray) -> bool:
         return self.probability(features) >= self.threshold
-
-    @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, l2: float = 30.0, **meta) -> "ScopeModel":
-        w, b, mean, scale = fit_logistic(x, y, l2=l2)
-        return cls(w.tolist(), b, mean.tolist(), scale.tolist(), **meta)
-
-    def save(self, path: Path) -> None:
-        from indexer.store import atomic_write_text
-
-        data = asdict(self)
-        data["weights"] = [round(w, 6) for w in data["weights"]]
-        data["mean"] = [round(m, 6) for m in data["mean"]]
-        data["scale"] = [round(s, 6) for s in data["scale"]]
-        atomic_write_text(path, json.dumps(data, ensure_ascii=False) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> "ScopeModel":
-        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def load_scope_model(index_dir: Path, model_id: str) -> ScopeModel | None:

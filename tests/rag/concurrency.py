@@ -1,8 +1,15 @@
 """Shared by the SQLite and PostgreSQL queue tests."""
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from rag.db import connect
 
 
 def create_concurrently(queue, asker: str, n: int = 6) -> list[str]:
@@ -39,3 +46,18 @@ def race(*attempts: Callable[[], Any]) -> list[Any]:
     for t in threads:
         t.join()
     return outcomes
+
+
+PG_URL = os.environ.get("JIANGXIN_TEST_POSTGRES_URL", "postgresql+psycopg://jx:jx@127.0.0.1:5432/jx")
+
+
+def postgres_or_skip(url: str = PG_URL):
+    """An engine on the test PostgreSQL (the local role .ci/run creates), or skip the test saying why."""
+    pytest.importorskip("psycopg")
+    try:
+        engine = connect(url)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        pytest.skip(f"no PostgreSQL answers at {url} ({type(exc).__name__}); .ci/run installs and starts one")
+    return engine

@@ -1,29 +1,16 @@
 """The ticket queue on PostgreSQL (JIANGXIN_TEST_POSTGRES_URL, default the local test role .ci/run creates)."""
 
-import os
 import uuid
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
 
-from rag.db import connect
 from rag.escalate import Route, TicketQueue
-from tests.rag.concurrency import create_concurrently
-
-URL = os.environ.get("JIANGXIN_TEST_POSTGRES_URL", "postgresql+psycopg://jx:jx@127.0.0.1:5432/jx")
+from tests.rag.concurrency import create_concurrently, postgres_or_skip
 
 
 @pytest.fixture(scope="module")
 def queue():
-    pytest.importorskip("psycopg")
-    try:
-        engine = connect(URL)
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        pytest.skip(f"no PostgreSQL answers at {URL} ({type(exc).__name__}); .ci/run installs and starts one")
-    return TicketQueue(engine)
+    return TicketQueue(postgres_or_skip())
 
 
 def test_life_cycle_on_postgres(queue):

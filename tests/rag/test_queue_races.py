@@ -4,7 +4,6 @@ default the local test role .ci/run creates; those cases skip with a reason when
 Each race starts its threads at one barrier and is repeated TRIALS times; a transition is a compare-and-set,
 so exactly one racer wins it and every acknowledged change is in the final row."""
 
-import os
 import uuid
 from datetime import timedelta
 from functools import partial
@@ -12,7 +11,7 @@ from functools import partial
 import numpy as np
 import pytest
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from indexer.errors import Conflict, NotFound, QuotaExceeded
 from indexer.records import Craftsman
@@ -21,9 +20,8 @@ from rag.db import QuestionRow, TicketRow, connect, sessions
 from rag.engine import Engine, EngineConfig
 from rag.escalate import CraftsmanProfile, Route, Ticket, TicketQueue, route
 from tests.conftest import MINI
-from tests.rag.concurrency import race
+from tests.rag.concurrency import postgres_or_skip, race
 
-PG_URL = os.environ.get("JIANGXIN_TEST_POSTGRES_URL", "postgresql+psycopg://jx:jx@127.0.0.1:5432/jx")
 TRIALS = 20
 RUN = uuid.uuid4().hex[:8]  # askers of this run start with it, so the PostgreSQL rows can be removed afterwards
 
@@ -34,13 +32,7 @@ def uid(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def pg_engine():
-    pytest.importorskip("psycopg")
-    try:
-        engine = connect(PG_URL)
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        pytest.skip(f"no PostgreSQL answers at {PG_URL} ({type(exc).__name__}); .ci/run installs and starts one")
+    engine = postgres_or_skip()
     yield engine
     with engine.begin() as conn:  # routes and trades go with their tickets (ON DELETE CASCADE)
         conn.execute(text("DELETE FROM tickets WHERE asker LIKE :run"), {"run": f"ent-{RUN}-%"})
