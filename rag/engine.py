@@ -153,6 +153,7 @@ class Engine:
         self._calibrator = calibrator
         self._scope: ScopeModel | None | bool = False  # False: not loaded yet
         self._reranker = None
+        self._trades: tuple[str, list[str]] = ("", [])
         self.build_lock = threading.Lock()
         self.session = sessions(queue.engine)
 
@@ -219,13 +220,19 @@ class Engine:
         """Escalate an in-scope question (with related material to read meanwhile); decline one out of scope."""
         threshold = self.scope.threshold if self.scope else 0.0
         if in_scope < threshold:
-            trades = sorted({t for r in version.records.values() if isinstance(r, Craftsman) for t in r.trades})
+            trades = self._served_trades(version)
             return AskResult("out_of_scope", question, confidence, index_version=version.version, in_scope=in_scope,
                              message=OUT_OF_SCOPE_MESSAGE.format(trades="、".join(trades[:6]) or "机加工、焊接、设备维护"),
                              ranked=ranked, version=version)
         related = {"note": RELATED_NOTE, "records": related_material(version, ranked), "craftsmen": []}
         return AskResult("escalated", question, confidence, index_version=version.version, in_scope=in_scope,
                          message="暂未找到足够可靠的答案，已转交劳模工匠解答。", related=related, ranked=ranked, version=version)
+
+    def _served_trades(self, version: IndexVersion) -> list[str]:
+        """The trades the craftsmen of ``version`` cover (computed once per version, not per question)."""
+        if self._trades[0] != version.version:
+            self._trades = (version.version, sorted({t for r in version.records.values() if isinstance(r, Craftsman) for t in r.trades}))
+        return self._trades[1]
 
     def ask(self, question: str, asker: str = "anonymous") -> AskResult:
         """Answer ``question`` or escalate it; either way the outcome is recorded durably first."""

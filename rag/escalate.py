@@ -292,6 +292,16 @@ class TicketQueue:
         return self._transition(ticket_id, ("publishing",), None, "only a publishing ticket can go back to answered",
                                 status="answered")
 
+    def recover_publishing(self, stale_after: timedelta = timedelta(minutes=30)) -> list[str]:
+        """publishing → answered for tickets stuck longer than ``stale_after`` (a publish killed mid-way); a
+        publish still running elsewhere is younger than that. Returns the ids moved back."""
+        with self.session.begin() as session:  # one UPDATE … RETURNING: no read before the write
+            ids = session.scalars(update(TicketRow)
+                                  .where(TicketRow.status == "publishing", TicketRow.updated_at < utcnow() - stale_after)
+                                  .values(status="answered", updated_at=utcnow()).returning(TicketRow.id)
+                                  .execution_options(synchronize_session=False)).all()
+        return list(ids)
+
     def close(self, ticket_id: str, reason: str) -> Ticket:
         """open, claimed or answered → closed with ``reason`` (refused while publishing and once published)."""
         return self._transition(ticket_id, CLOSABLE, None, "only an open, claimed or answered ticket can be closed",

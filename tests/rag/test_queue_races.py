@@ -287,3 +287,15 @@ def test_a_failed_publish_puts_the_ticket_back_to_answered(tmp_path, embedder):
     assert seen == ["publishing"]
     final = queue.get(ticket.id)
     assert (final.status, final.answer, final.published_record) == ("answered", "管内充氩保护", None)
+
+
+def test_a_publish_killed_midway_is_recovered_back_to_answered(db):
+    queue = TicketQueue(db)
+    ticket, _ = queue.create("空压机排气温度高", uid("ent"), 0.1, [], ["设备维护"], [Route("cm-1", "王师傅", 0.9)])
+    queue.claim(ticket.id, "cm-1")
+    queue.answer(ticket.id, "cm-1", "清洗冷却器")
+    queue.start_publish(ticket.id)  # … and the process dies here
+    assert queue.recover_publishing(stale_after=timedelta(minutes=30)) == []  # a publish may still be running
+    assert ticket.id in queue.recover_publishing(stale_after=timedelta(0))
+    assert queue.get(ticket.id).status == "answered"
+    assert queue.close(ticket.id, "不发布").status == "closed"
