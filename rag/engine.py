@@ -154,6 +154,8 @@ class Engine:
         self._scope: ScopeModel | None | bool = False  # False: not loaded yet
         self._reranker = None
         self._trades: tuple[str, list[str]] = ("", [])
+        self._profiles: tuple[str, list[CraftsmanProfile]] = ("", [])
+        self._directory_lock = threading.Lock()
         self.build_lock = threading.Lock()
         self.session = sessions(queue.engine)
 
@@ -169,14 +171,14 @@ class Engine:
             self._scope = load_scope_model(self.config.index_dir, self.live.embedder.model_id)
         return self._scope  # type: ignore[return-value]
 
-    def in_scope(self, version: IndexVersion, question: str, ranked: list[Scored]) -> float:
+    def in_scope(self, version: IndexVersion, question: str, ranked: list[Scored], terms: list[str] | None = None) -> float:
         """Probability that ``question`` is an industrial production question (1.0 without a scope model)."""
         model = self.scope
         if model is None:
             return 1.0
         vector = version.embedder.embed_queries([question])[0]  # remembered from the dense retrieval
         dense_top = max((s.candidate.dense_score for s in ranked), default=0.0)
-        terms = version.tokenizer.tokenize(question)
+        terms = version.tokenizer.tokenize(question) if terms is None else terms
         known = sum(1 for t in terms if version.bm25.idf(t) > 0) / len(terms) if terms else 0.0
         return model.probability(scope_features(vector, dense_top, known))
 
@@ -184,10 +186,12 @@ class Engine:
     def threshold(self) -> float:
         return self.config.threshold if self.config.threshold is not None else self.calibrator.threshold
 
-    def rank(self, version: IndexVersion, question: str) -> list[Scored]:
+    def rank(self, version: IndexVersion, question: str, terms: list[str] | None = None) -> list[Scored]:
+        """Hybrid retrieval, fusion and ranking; ``terms`` are the question's tokens when already cut."""
+        terms = version.tokenizer.tokenize(question) if terms is None else terms
         retriever = HybridRetriever(version, self.config.fusion)
-        fused = fuse(retriever.bm25(question), retriever.dense(question), self.config.fusion)
-        ranked = Ranker(version, self.ranker_weights).rank(question, fused)
+        fused = fuse(retriever.bm25(question, terms=terms), retriever.dense(question), self.config.fusion)
+        ranked = Ranker(version, self.ranker_weights).rank(question, fused, terms=terms)
         if self.config.cross_encoder:
             if self._reranker is None:
                 from rag.cross_encoder import CrossEncoderReranker
@@ -200,10 +204,11 @@ class Engine:
         """Retrieve, rank and decide, without recording anything (used by ``ask`` and the eval)."""
         question = clean_question(question)
         version = self.live.get()
-        ranked = self.rank(version, question)
+        terms = version.tokenizer.tokenize(question)  # once: BM25, ranker and scope share them
+        ranked = self.rank(version, question, terms)
+        in_scope = self.in_scope(version, question, ranked, terms)
         if not ranked:
-            return self._not_answered(version, question, 0.0, ranked, self.in_scope(version, question, ranked))
-        in_scope = self.in_scope(version, question, ranked)
+            return self._not_answered(version, question, 0.0, ranked, in_scope)
         confidence = self.calibrator.confidence(confidence_features(ranked, in_scope))
         top = ranked[0]
         direct = top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT
@@ -305,13 +310,20 @@ class Engine:
         best = max(weight.values(), default=0.0)
         trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best][:3]
         vector = version.embedder.embed_queries([question])[0]
-        profiles = []
-        for record in version.records.values():
-            if isinstance(record, Craftsman):
-                v = version.head_vector(record.id)
-                if v is not None:
-                    profiles.append(CraftsmanProfile(record, v))
-        return trades, route(question, vector, trades, profiles, self.queue.open_load())
+        return trades, route(question, vector, trades, self._directory(version), self.queue.open_load())
+
+    def _directory(self, version: IndexVersion) -> list[CraftsmanProfile]:
+        """The craftsmen of ``version`` with their profile vectors, built once per version (not per question)."""
+        with self._directory_lock:
+            if self._profiles[0] != version.version:
+                profiles = []
+                for record in version.records.values():
+                    if isinstance(record, Craftsman):
+                        v = version.head_vector(record.id)
+                        if v is not None:
+                            profiles.append(CraftsmanProfile(record, v))
+                self._profiles = (version.version, profiles)
+            return self._profiles[1]
 
     def publish(self, ticket_id: str) -> tuple[Ticket, BuildReport]:
         """Turn an answered ticket into a standard question (crediting the craftsman) and index it."""

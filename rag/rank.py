@@ -108,8 +108,8 @@ class Ranker:
         self.version = version
         self.weights = weights or RankerWeights.load()
 
-    def context(self, question: str) -> QueryContext:
-        terms = list(dict.fromkeys(self.version.tokenizer.tokenize(question)))
+    def context(self, question: str, terms: list[str] | None = None) -> QueryContext:
+        terms = list(dict.fromkeys(self.version.tokenizer.tokenize(question) if terms is None else terms))
         weights = {t: self.version.bm25.idf(t) for t in terms}
         codes = {c.lower() for c in _CODE.findall(normalise(question)) if _DIGIT.search(c) and len(c) >= 3}
         return QueryContext(question, terms, weights, codes, bigrams(question))
@@ -144,9 +144,9 @@ class Ranker:
         }
         return f, sq_sim
 
-    def rank(self, question: str, candidates: list[Candidate], depth: int = 30) -> list[Scored]:
+    def rank(self, question: str, candidates: list[Candidate], depth: int = 30, terms: list[str] | None = None) -> list[Scored]:
         """Re-score the top ``depth`` fused candidates; the rest keep their fused order after them."""
-        ctx = self.context(question)
+        ctx = self.context(question, terms)
         w = self.weights
         scored = []
         for cand in candidates[:depth]:
