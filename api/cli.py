@@ -227,14 +227,22 @@ def _parse_set(spec: str) -> tuple[Path, str | None]:
     return Path(path), part or None
 
 
-def _observe(values: Settings, sets: list[str], ood: list[Path], ood_count: int, ood_offset: int, ranker=None):
+def _observe(values: Settings, sets: list[str], ood: list[Path], ood_count: int, ood_offset: int | None, ranker=None):
+    """Every question of ``sets`` and ``ood_count`` out-of-domain ones per set from ``ood_offset`` (None: after
+    the ones the engine's calibration was fitted on), ranked by the configured engine."""
     from api.wiring import make_engine
     from eval.answers import load_ood, observe
     from eval.datasets import load_beir
 
-    engine = make_engine(values)
+    import tempfile
+
+    # routing reads the open load: a throwaway database, so figures do not depend on a live queue
+    scratch = Path(tempfile.mkdtemp(prefix="jiangxin-eval-")) / "queue.db"
+    engine = make_engine(values.model_copy(update={"database_url": f"sqlite:///{scratch}"}))
     if ranker is not None:
         engine.ranker_weights = ranker
+    if ood_offset is None:
+        ood_offset = max(engine.calibrator.ood_fit_count, FIT_OOD)
     datasets = []
     for spec in sets:
         folder, part = _parse_set(spec)
@@ -284,9 +292,12 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
 
     values = settings(index, corpus)
     sets = sets or FIT_SETS
-    if any(_parse_set(s)[1] == "heldout" for s in sets):
-        err.print("error: never fit on a held-out part")
-        raise typer.Exit(2)
+    for spec in sets:
+        folder, part = _parse_set(spec)
+        declared = json.loads((folder / "dataset.json").read_text(encoding="utf-8")).get("parts") if (folder / "dataset.json").exists() else None
+        if part == "heldout" or (declared and part is None):
+            err.print(f"error: {spec}: never fit on a held-out part; name the fit part ({folder}:fit)")
+            raise typer.Exit(2)
     try:
         ood = ood or OOD_SETS
         engine, observations, names = _observe(values, sets, ood, ood_count, 0)
@@ -302,12 +313,19 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
 
             atomic_write_text(MODELS / "ranker.json", json.dumps({"weights": weights.weights, "bias": weights.bias,
                                                                   "fitted_on": names}, ensure_ascii=False, indent=1) + "\n")
-            engine, observations, names = _observe(values, sets, ood, ood_count, 0, weights)
+            # cross-fitting: each question is ranked by a ranker fitted on the other fold, so the calibration's
+            # out-of-fold threshold is not chosen on lists that the ranker has already seen
+            folds = {o.query_id: o.fold for o in observations}
+            crossed = []
+            for fold in (0, 1):
+                engine, seen, names = _observe(values, sets, ood, ood_count, 0, fit_ranker(observations, fold))
+                crossed += [o for o in seen if folds[o.query_id] == fold]
+            observations = crossed
         model_id = engine.live.embedder.model_id
         scope, scope_oof = fit_scope(observations, model_id, fitted_on=names)
         probabilities = scope_probabilities(observations, scope, scope_oof)
         with_scope(observations, probabilities)
-        calibrator, oof = fit_calibrator(observations, model_id, target, fitted_on=names)
+        calibrator, oof = fit_calibrator(observations, model_id, target, fitted_on=names, ood_fit_count=ood_count)
     except JiangxinError as exc:
         fail(exc)
     calibrator.save(values.index_dir / "calibration.json")
@@ -468,7 +486,7 @@ def queue_close(ticket_id: str, reason: Annotated[str, typer.Option(help="why it
                 index: IndexOpt = None) -> None:
     """Close a ticket without publishing, with a reason."""
     try:
-        _print_ticket(_queue(index).queue.close(ticket_id, reason), as_json)
+        _print_ticket(_queue(index).reject(ticket_id, reason), as_json)
     except JiangxinError as exc:
         fail(exc)
 
@@ -596,8 +614,8 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
     from rag.questions import QuestionLog
 
     try:
-        # from FIT_OOD on: out-of-domain questions the calibration and scope model were not fitted on
-        engine, observations, names = _observe(values, sets, ood, ood_count, FIT_OOD)
+        # out-of-domain questions after those the calibration and scope model were fitted on
+        engine, observations, names = _observe(values, sets, ood, ood_count, None)
     except JiangxinError as exc:
         fail(exc)
     if not observations:
@@ -608,8 +626,12 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
     with_scope(observations, probabilities)
     confidences = np.array([engine.calibrator.confidence(o.features) for o in observations])
     in_scope = probabilities >= (scope.threshold if scope else 0.0)
-    feedback = QuestionLog(engine.queue.engine, engine.queue).feedback_counts()
-    report = {"dataset": f"{names} (held-out)", "machine": machine(), "calibration": engine.calibrator.fitted_on,
+    from rag.db import connect
+    from rag.escalate import TicketQueue
+
+    database = connect(values.database_url)  # feedback given by real askers, in the configured database
+    feedback = QuestionLog(database, TicketQueue(database)).feedback_counts()
+    report = {"dataset": names, "machine": machine(), "calibration": engine.calibrator.fitted_on,
               "scope": scope.fitted_on if scope else "none: every question counts as in scope",
               "answers": answer_report(observations, confidences, engine.threshold, in_scope),
               "feedback": {**feedback, "database": "configured database (JIANGXIN_DATABASE_URL)"}}
@@ -617,9 +639,10 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
     a = report["answers"]
     r = a["routing"]
     b = a["raw_cosine_baseline"]
-    out.print(f"{names} (held-out), threshold {engine.threshold:.2f}:", highlight=False)
-    out.print(f"  coverage {a['coverage']:.3f} of answerable, precision {a['precision']:.3f} of {a['answered']} automatic answers, "
-              f"unanswerable escalated {a['not_answered_all_unanswerable']:.3f}, ECE {a['ece']:.3f}", highlight=False)
+    out.print(f"{names}, threshold {engine.threshold:.2f}:", highlight=False)
+    out.print(f"  coverage {a['coverage']:.3f} of answerable, precision {a['precision']:.3f} of {a['answered']} automatic answers", highlight=False)
+    out.print(f"  not answered: {a['unanswerable_escalated']:.3f} of in-domain unanswerable, {a['not_answered_all_unanswerable']:.3f} of all "
+              f"unanswerable incl. out-of-domain; ECE {a.get('ece_in_domain', float('nan')):.3f} in-domain, {a['ece']:.3f} over all", highlight=False)
     out.print(f"  out of scope: {a['ood_to_craftsman']:.3f} of out-of-domain questions reach a craftsman, "
               f"{a['uncovered_declined']:.3f} of in-domain uncovered ones declined", highlight=False)
     if r["first_craftsman_in_gold_trade"] is not None:

@@ -131,5 +131,4 @@ class Service:
         self.questions = QuestionLog(self.engine.queue.engine, self.engine.queue)
         self.reindexer = Reindexer(self.engine)
         self.metrics = Metrics(self.engine.live)
-        for ticket_id in self.engine.queue.recover_publishing():
-            log.warning("ticket %s was left publishing by a killed publish; back to answered", ticket_id)
+        self.engine.recover()

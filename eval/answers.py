@@ -210,13 +210,13 @@ def scope_probabilities(observations: Sequence[Observation], model: ScopeModel |
 
 
 def fit_calibrator(observations: Sequence[Observation], model_id: str, target: float = 0.95,
-                   fitted_on: str = "") -> tuple[Calibrator, np.ndarray]:
+                   fitted_on: str = "", ood_fit_count: int = 0) -> tuple[Calibrator, np.ndarray]:
     """Calibrator fitted on all observations, and out-of-fold confidences (2 folds) for its threshold."""
     x = np.stack([o.features for o in observations])
     y = np.array([o.right for o in observations], dtype=float)
     oof = out_of_fold(x, y, np.array([o.fold for o in observations]), Calibrator.fit)
     threshold = choose_threshold(observations, oof, target)
-    final = Calibrator.fit(x, y, threshold=threshold, model_id=model_id,
+    final = Calibrator.fit(x, y, threshold=threshold, model_id=model_id, ood_fit_count=ood_fit_count,
                            fitted_on=f"{fitted_on}; threshold for {target:.0%} precision out-of-fold")
     return final, oof
 

@@ -107,6 +107,7 @@ class Calibrator(LogisticModel):
     """Confidence that the top record answers the question, over ``CONF_FEATURES`` (the schema it was fitted on)."""
 
     features: list[str] = field(default_factory=lambda: list(CONF_FEATURES))
+    ood_fit_count: int = 0  # out-of-domain questions per set it was fitted on (the first ones): reports use later ones
 
     def confidence(self, features: np.ndarray) -> float:
         return self.probability(features)

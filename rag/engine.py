@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import threading
+from datetime import timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,6 @@ from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever, fuse
 
 log = logging.getLogger(__name__)
 MAX_QUESTION = 2000
-STATUSES = ("answered", "escalated", "out_of_scope")
 RELATED_NOTE = "以下资料与您的问题相关，仅供参考，并非确认的答案。"
 OUT_OF_SCOPE_MESSAGE = ("这个问题似乎不属于本服务的范围。匠心解答工业生产中的技术问题（{trades}等），"
                         "如果这确实是生产中遇到的问题，请补充设备、工序或故障现象后再问。")
@@ -125,8 +125,13 @@ def related_material(version: IndexVersion, ranked: list[Scored], limit: int = 3
     return out
 
 
+def published_record_id(ticket_id: str) -> str:
+    """The standard question a ticket's published answer becomes."""
+    return f"sq-craft-{ticket_id.lower()}"
+
+
 def craftsman_card(record: Craftsman) -> dict[str, Any]:
-    return {"id": record.id, "name": record.name, "title": record.name, "honours": list(record.honours),
+    return {"id": record.id, "name": record.name, "honours": list(record.honours),
             "skills": list(record.skills), "trades": list(record.trades), "region": record.region}
 
 
@@ -223,8 +228,7 @@ class Engine:
     def _not_answered(self, version: IndexVersion, question: str, confidence: float, ranked: list[Scored],
                       in_scope: float) -> AskResult:
         """Escalate an in-scope question (with related material to read meanwhile); decline one out of scope."""
-        threshold = self.scope.threshold if self.scope else 0.0
-        if in_scope < threshold:
+        if self.scope is not None and in_scope < self.scope.threshold:
             trades = self._served_trades(version)
             return AskResult("out_of_scope", question, confidence, index_version=version.version, in_scope=in_scope,
                              message=OUT_OF_SCOPE_MESSAGE.format(trades="、".join(trades[:6]) or "机加工、焊接、设备维护"),
@@ -268,27 +272,30 @@ class Engine:
         return ticket
 
     def hand_over(self, question_id: str, asker: str | None = None) -> tuple[str, bool]:
-        """转人工: send an answered (or declined) question to the craftsmen, the ticket carrying the answer given.
+        """转人工: send an automatically answered question to the craftsmen, the ticket carrying the answer given.
 
-        Idempotent: a question already handed over (or escalated) keeps its ticket; returns (ticket id, created).
-        Only the asker (or a maintainer, with ``asker=None``) may do it; another asker's question is NotFound,
-        so existence does not leak."""
+        Only answered questions (a declined, out-of-scope one is not a craftsman's job: Conflict). Idempotent, also
+        under a double click: a question already handed over keeps its ticket; returns (ticket id, created). Only
+        the asker (or a maintainer, with ``asker=None``) may do it; another asker's question is NotFound, so
+        existence does not leak."""
         with self.session() as session:
             row = session.get(QuestionRow, question_id)
             if row is None or (asker is not None and row.asker != asker):
                 raise NotFound(f"question {question_id} does not exist")
             if row.ticket_id:
                 return row.ticket_id, False
+            if row.status != "answered":
+                raise Conflict(f"question {question_id} is {row.status}; only an answered question can be handed to a craftsman")
             question, owner, given, confidence = row.question, row.asker, dict(row.result or {}), row.confidence
         version = self.live.get()
         ranked = self.rank(version, question)
-        context = [{"kind": "given_answer", "id": question_id, "title": "已给出的自动答案（提问者反馈没帮助）",
-                    "snippet": (given.get("answer") or given.get("message") or "")[:600]}]
+        context = [{"kind": "given_answer", "id": question_id, "title": "已给出的自动答案（提问者要求转人工）",
+                    "snippet": (given.get("answer") or "")[:600]}]
         context += [{"kind": r["kind"], "id": r["id"], "title": r["title"], "snippet": r["snippet"]}
                     for r in related_material(version, ranked, 4)]
         trades, routes = self.routing(version, question, ranked)
         with self.queue.transaction() as session:
-            ticket, _ = self.queue.create(question, owner, confidence, context, trades, routes)
+            ticket, created = self.queue.create(question, owner, confidence, context, trades, routes)
             cards = [craftsman_card(r) for r in (version.records.get(x.craftsman_id) for x in ticket.routes) if isinstance(r, Craftsman)]
             names = "、".join(c["name"] for c in cards) or "劳模工匠"
             given.update(status="escalated", ticket=ticket.to_dict(), handed_over=True,
@@ -296,9 +303,10 @@ class Engine:
                          related={**(given.get("related") or {}), "craftsmen": cards})
             changed = session.execute(update(QuestionRow).where(QuestionRow.id == question_id, QuestionRow.ticket_id.is_(None))
                                       .values(status="escalated", ticket_id=ticket.id, result=given)).rowcount
-            if changed != 1:
-                raise Conflict(f"question {question_id} was handed over concurrently")
-        return ticket.id, True
+        if changed != 1:  # a concurrent hand-over won (its ticket is this one, by the queue's dedupe)
+            with self.session() as session:
+                return session.get(QuestionRow, question_id).ticket_id, False
+        return ticket.id, created
 
     def routing(self, version: IndexVersion, question: str, ranked: list[Scored]) -> tuple[list[str], list[Route]]:
         """The question's trades (from the top records) and the craftsmen best placed to answer it."""
@@ -325,6 +333,34 @@ class Engine:
                 self._profiles = (version.version, profiles)
             return self._profiles[1]
 
+    def reject(self, ticket_id: str, reason: str) -> Ticket:
+        """Close a ticket instead of publishing it (refused while publishing); whatever a failed or killed publish
+        of it left in the corpus or the index is withdrawn, so a rejected answer never goes live."""
+        ticket = self.queue.close(ticket_id, reason)
+        self._withdraw(ticket_id)
+        return ticket
+
+    def recover(self, stale_after: timedelta = timedelta(minutes=30)) -> list[str]:
+        """At start-up: publishes killed mid-way (publishing for longer than ``stale_after``) go back to answered,
+        and the records they wrote are withdrawn."""
+        recovered = self.queue.recover_publishing(stale_after)
+        for ticket_id in recovered:
+            log.warning("ticket %s was left publishing by a killed publish; back to answered", ticket_id)
+            self._withdraw(ticket_id)
+        return recovered
+
+    def _withdraw(self, ticket_id: str) -> None:
+        record_id = published_record_id(ticket_id)
+        with self.build_lock:
+            removed = delete_record(self.config.corpus_dir, "standard_question", record_id)
+            try:
+                served = record_id in self.live.get().records
+            except JiangxinError:
+                served = False
+            if removed or served:
+                build_index(self.config.corpus_dir, self.config.index_dir, self.live.embedder, self.cache, BuildOptions())
+                self.live.refresh(wait=True)
+
     def publish(self, ticket_id: str) -> tuple[Ticket, BuildReport]:
         """Turn an answered ticket into a standard question (crediting the craftsman) and index it."""
         with self.build_lock:
@@ -334,7 +370,7 @@ class Engine:
                 version = self.live.get()
                 craftsman = version.records.get(ticket.answered_by or "")
                 record = StandardQuestion(
-                    id=f"sq-craft-{ticket.id.lower()}", question=ticket.question, answer=ticket.answer or "", aliases=[],
+                    id=published_record_id(ticket.id), question=ticket.question, answer=ticket.answer or "", aliases=[],
                     trade=(ticket.trades or ["综合"])[0], keywords=[],
                     extra={"source": "craftsman_answer", "ticket": ticket.id, "craftsman": ticket.answered_by,
                            "craftsman_name": craftsman.name if isinstance(craftsman, Craftsman) else ticket.answered_by},

@@ -136,6 +136,17 @@ class TicketQueue:
         self.dedupe_window = dedupe_window
         self.quota_per_day = quota_per_day
         self.load_cap_per_asker = load_cap_per_asker
+        self._backfill_trades()
+
+    def _backfill_trades(self) -> None:
+        """Tickets from before the ``ticket_trades`` table get their rows, so the open pool (filtered in SQL)
+        still shows them; idempotent, and a no-op once every ticket has its rows."""
+        with self.session.begin() as session:
+            has_rows = select(TicketTradeRow.ticket_id).where(TicketTradeRow.ticket_id == TicketRow.id).exists()
+            missing = session.execute(select(TicketRow.id, TicketRow.trades).where(~has_rows)).all()
+            rows = [TicketTradeRow(ticket_id=tid, trade=t) for tid, trades in missing for t in dict.fromkeys(trades or []) if t]
+            if rows:
+                session.add_all(rows)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -283,8 +294,8 @@ class TicketQueue:
                                 status="publishing")
 
     def mark_published(self, ticket_id: str, record_id: str) -> Ticket:
-        """publishing → published as ``record_id`` (or answered → published, for a record already in the corpus)."""
-        return self._transition(ticket_id, ("publishing", "answered"), None, "only an answered ticket can be published",
+        """publishing → published as ``record_id`` (``start_publish`` first: the publish guard is never skipped)."""
+        return self._transition(ticket_id, ("publishing",), None, "only a publishing ticket can be marked published",
                                 status="published", published_record=record_id)
 
     def abort_publish(self, ticket_id: str) -> Ticket:

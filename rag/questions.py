@@ -23,7 +23,7 @@ class QuestionLog:
         if row.ticket_id:
             ticket = self.queue.get(row.ticket_id)
             view["ticket"] = ticket.to_dict()
-            if ticket.status in ("answered", "published") and ticket.answer:
+            if ticket.status in ("answered", "publishing", "published") and ticket.answer:
                 view["craftsman_answer"] = {"answer": ticket.answer, "craftsman": ticket.answered_by,
                                             "record": ticket.published_record}
         view["feedback"] = [{"helpful": f.helpful, "comment": f.comment, "created_at": f.created_at.isoformat() + "Z"} for f in feedback]

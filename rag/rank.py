@@ -130,7 +130,7 @@ class Ranker:
         f = {
             "rr_bm25": 1.0 / cand.bm25_rank if cand.bm25_rank else 0.0,
             "rr_dense": 1.0 / cand.dense_rank if cand.dense_rank else 0.0,
-            "bm25_rel": min(cand.bm25_score / 2.0, 1.0),  # chunk + whole-record BM25, each relative to the best
+            "bm25_rel": min(cand.bm25_score, 1.0),  # BM25 relative to the question's best record (HybridRetriever.bm25)
             "bm25_cover": covered / total,
             "dense_cos": cand.dense_score,
             "agree": 1.0 if cand.bm25_rank and cand.dense_rank and max(cand.bm25_rank, cand.dense_rank) <= 5 else 0.0,

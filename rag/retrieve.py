@@ -89,7 +89,8 @@ class HybridRetriever:
         self.fusion = fusion
 
     def bm25(self, question: str, depth: int | None = None, terms: list[str] | None = None) -> list[Candidate]:
-        """Records by BM25: best-chunk score / the question's best + whole-record score / the question's best."""
+        """Records by BM25: (best-chunk score / the question's best + whole-record score / the question's best) / 2,
+        in [0, 1]; a version without record-level BM25 gives the chunk part alone."""
         depth = depth or self.fusion.depth
         version = self.version
         terms = version.tokenizer.tokenize(question) if terms is None else terms
@@ -108,6 +109,8 @@ class HybridRetriever:
                     rows = version.chunk_rows_of.get(record_id, [])
                     cand = by_id[record_id] = Candidate(record_id, record.kind, record.title, 0.0, chunk_rows=rows[:1])
                 cand.score += score / record_best
+            for cand in by_id.values():
+                cand.score /= 2.0  # the best possible record scores 1, as with chunks alone (older versions)
             found = sorted(by_id.values(), key=lambda c: (-c.score, c.record_id))[:depth]
         for rank, cand in enumerate(found, start=1):
             cand.bm25_score, cand.bm25_rank = cand.score, rank

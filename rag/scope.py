@@ -31,9 +31,6 @@ class ScopeModel(LogisticModel):
     """Probability that a question is an industrial production question (``probability``), over
     ``scope_features``; ``threshold`` separates escalation from out of scope."""
 
-    def in_scope(self, features: np.ndarray) -> bool:
-        return self.probability(features) >= self.threshold
-
 
 def load_scope_model(index_dir: Path, model_id: str) -> ScopeModel | None:
     """The scope model fitted for this index (``<index>/scope.json``), else the shipped one, if its embedder matches."""

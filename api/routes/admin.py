@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from api.deps import principal, service
+from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
 from api.security import Principal, require
 from api.service import Service
@@ -28,7 +28,7 @@ class ReindexIn(BaseModel):
     full: bool = False
 
 
-@router.post("/reindex", status_code=202)
+@router.post("/reindex", status_code=202, dependencies=[Depends(role("maintainer"))])
 def reindex(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)],
             body: ReindexIn | None = None) -> dict[str, Any]:
     """Start a re-index in the background; the serving index switches when it is done, without restart."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import principal, service
+from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
 from api.security import Principal, require
 from api.service import Service
@@ -33,7 +33,7 @@ def _own(p: Principal) -> str | None:
     return None if p.role == "maintainer" else p.principal
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, dependencies=[Depends(role("enterprise", "maintainer"))])
 def ask(body: QuestionIn, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     """Ask a question: an answer with sources and confidence, or the escalation ticket."""
     require(p, "enterprise", "maintainer")
@@ -58,7 +58,7 @@ def get_question(question_id: str, p: Annotated[Principal, Depends(principal)], 
     return svc.questions.get(question_id, _own(p))
 
 
-@router.post("/{question_id}/feedback")
+@router.post("/{question_id}/feedback", dependencies=[Depends(role("enterprise"))])
 def feedback(question_id: str, body: FeedbackIn, p: Annotated[Principal, Depends(principal)],
              svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     """Helpful or not, with an optional comment."""
@@ -68,7 +68,7 @@ def feedback(question_id: str, body: FeedbackIn, p: Annotated[Principal, Depends
     return view
 
 
-@router.post("/{question_id}/escalate")
+@router.post("/{question_id}/escalate", dependencies=[Depends(role("enterprise"))])
 def hand_over(question_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     """转人工: send your answered question to a craftsman (one click after an unhelpful answer); the ticket
     carries the answer that was given. Idempotent."""

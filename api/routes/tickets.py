@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import principal, service
+from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
 from api.security import Principal, require
 from api.service import Service
@@ -75,7 +75,7 @@ def release(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: An
     return svc.engine.queue.release(ticket_id, p.principal).to_dict()
 
 
-@router.post("/{ticket_id}/answer")
+@router.post("/{ticket_id}/answer", dependencies=[Depends(role("craftsman"))])
 def answer(ticket_id: str, body: AnswerIn, p: Annotated[Principal, Depends(principal)],
            svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     require(p, "craftsman")
@@ -91,9 +91,9 @@ def publish(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: An
     return {**ticket.to_dict(), "index_version": report.version}
 
 
-@router.post("/{ticket_id}/reject")
+@router.post("/{ticket_id}/reject", dependencies=[Depends(role("maintainer"))])
 def reject(ticket_id: str, body: RejectIn, p: Annotated[Principal, Depends(principal)],
            svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     """Maintainers: close the ticket with a reason instead of publishing."""
     require(p, "maintainer")
-    return svc.engine.queue.close(ticket_id, body.reason).to_dict()
+    return svc.engine.reject(ticket_id, body.reason).to_dict()

@@ -69,6 +69,7 @@ def test_unhelpful_answer_goes_to_a_craftsman_in_one_click(browser, server):
     page.click("#to-human")
     playwright.expect(page.locator("#ticket")).to_contain_text("工单", timeout=30_000)
     playwright.expect(page.locator("#message")).to_contain_text("转人工")
+    playwright.expect(page.locator("#answer")).to_contain_text("此前的自动答案")
     ticket_id = page.locator("#ticket").inner_text().split()[1]
     with server.client("ent_b") as client:
         ticket = client.get(f"/v1/tickets/{ticket_id}").json()

@@ -163,3 +163,17 @@ def test_out_of_scope_question_gets_a_polite_reply_and_lands_on_the_triage_list(
     with server.client("maintainer") as c:
         triage = c.get("/v1/questions", params={"status": "out_of_scope"}).json()
     assert declined["id"] in {q["id"] for q in triage} and all(q["status"] == "out_of_scope" for q in triage)
+
+
+@pytest.mark.parametrize("who, method, path, body", [
+    ("welder", "POST", "/v1/questions", {"question": 7}),
+    ("welder", "POST", "/v1/questions/Qx/feedback", {"helpful": "yes"}),
+    ("maintainer", "POST", "/v1/questions/Qx/escalate", None),
+    ("ent_a", "POST", "/v1/tickets/Tx/answer", {"answer": 1}),
+    ("ent_a", "POST", "/v1/tickets/Tx/reject", {}),
+    ("ent_a", "POST", "/v1/admin/reindex", {"full": "no"}),
+])
+def test_the_role_is_checked_before_the_body(server, who, method, path, body):
+    with server.client(who) as c:
+        r = c.request(method, path, json=body)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"

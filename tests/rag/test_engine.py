@@ -153,3 +153,28 @@ def test_concurrent_duplicate_creates_yield_one_ticket_on_sqlite(tmp_path):
 
     ids = create_concurrently(TicketQueue(connect(f"sqlite:///{tmp_path / 'q.db'}")), "ent-x")
     assert len(ids) == 6 and len(set(ids)) == 1
+
+
+def test_a_publish_killed_after_it_went_live_is_withdrawn_at_recovery_and_can_be_rejected(engine, mini_corpus, embedder, cache):
+    from datetime import timedelta
+
+    from indexer.records import StandardQuestion, load_corpus, upsert_record
+    from rag.engine import published_record_id
+
+    question = "不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办"
+    ticket = engine.ask(question, "ent-a").ticket
+    craftsman = ticket.routes[0].craftsman_id
+    engine.queue.claim(ticket.id, craftsman)
+    engine.queue.answer(ticket.id, craftsman, "管内充氩保护。")
+    engine.queue.start_publish(ticket.id)
+    record = StandardQuestion(id=published_record_id(ticket.id), question=question, answer="管内充氩保护。", trade="焊接")
+    upsert_record(mini_corpus, record)  # what publish does before the process is killed …
+    build_index(mini_corpus, engine.config.index_dir, embedder, cache)
+    engine.live.refresh(wait=True)
+    assert record.id in engine.live.get().records  # … after the new version went live
+    assert engine.recover(stale_after=timedelta(0)) == [ticket.id]
+    assert record.id not in engine.live.get().records
+    assert record.id not in {r.id for r in load_corpus(mini_corpus).records}
+    assert engine.reject(ticket.id, "答案不完整").status == "closed"
+    again = engine.ask(question, "ent-b")
+    assert not (again.answer and any(s.id == record.id for s in again.answer.sources))

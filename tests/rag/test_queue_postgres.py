@@ -19,6 +19,7 @@ def test_life_cycle_on_postgres(queue):
     assert created and ticket.routes[0].name == "王师傅"
     queue.claim(ticket.id, "cm-1")
     queue.answer(ticket.id, "cm-1", "检查冷却器和油位")
+    assert queue.start_publish(ticket.id).status == "publishing"
     assert queue.mark_published(ticket.id, "sq-craft-1").status == "published"
 
 

@@ -299,3 +299,13 @@ def test_a_publish_killed_midway_is_recovered_back_to_answered(db):
     assert ticket.id in queue.recover_publishing(stale_after=timedelta(0))
     assert queue.get(ticket.id).status == "answered"
     assert queue.close(ticket.id, "不发布").status == "closed"
+
+
+def test_tickets_from_before_the_trades_table_reappear_in_the_open_pool(db):
+    queue = TicketQueue(db)
+    ticket, _ = queue.create("铣床主轴异响", uid("ent"), 0.1, [], ["机加工"], [])
+    with db.begin() as conn:  # as a database created before ticket_trades existed
+        conn.execute(text("DELETE FROM ticket_trades WHERE ticket_id = :t"), {"t": ticket.id})
+    assert ticket.id not in {t.id for t in queue.list(craftsman="cm-x", trades=["机加工"], limit=1000)}
+    restarted = TicketQueue(db)
+    assert ticket.id in {t.id for t in restarted.list(craftsman="cm-x", trades=["机加工"], limit=1000)}
