@@ -8,9 +8,14 @@ small JSON file (``rag/models/ranker.json``) fitted with ``jiangxin fit`` on the
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +104,30 @@ class QueryContext:
     term_weight: dict[str, float]
     codes: set[str]
     grams: set[str]
+    normalised: str
+
+
+_TEXTS: "weakref.WeakKeyDictionary[IndexVersion, Callable]" = weakref.WeakKeyDictionary()
+_TEXTS_LOCK = threading.Lock()
+
+
+def record_texts(version: IndexVersion, record_id: str, title: str) -> tuple[str, str, tuple[set[str], ...]]:
+    """What the features need of a record that does not depend on the question — its normalised head (title and
+    keywords), its normalised full text, and a standard question's bigram sets (question and aliases) — computed
+    once per record and version (an LRU per version), not once per question."""
+    with _TEXTS_LOCK:
+        cached = _TEXTS.get(version)
+        if cached is None:
+            cached = _TEXTS[version] = functools.lru_cache(maxsize=100_000)(partial(_record_texts, version))
+    return cached(record_id, title)
+
+
+def _record_texts(version: IndexVersion, record_id: str, title: str) -> tuple[str, str, tuple[set[str], ...]]:
+    record = version.records.get(record_id)
+    keywords = " ".join(getattr(record, "keywords", []) or []) if record else ""
+    full = normalise(" ".join([title, keywords, *(record.sections() if record else [])]))
+    grams = tuple(bigrams(q) for q in [record.question, *record.aliases]) if isinstance(record, StandardQuestion) else ()
+    return normalise(f"{title} {keywords}"), full, grams
 
 
 class Ranker:
@@ -112,18 +141,12 @@ class Ranker:
         terms = list(dict.fromkeys(self.version.tokenizer.tokenize(question) if terms is None else terms))
         weights = {t: self.version.bm25.idf(t) for t in terms}
         codes = {c.lower() for c in _CODE.findall(normalise(question)) if _DIGIT.search(c) and len(c) >= 3}
-        return QueryContext(question, terms, weights, codes, bigrams(question))
+        return QueryContext(question, terms, weights, codes, bigrams(question), normalise(question))
 
     def features(self, ctx: QueryContext, cand: Candidate) -> tuple[dict[str, float], float]:
-        record = self.version.records.get(cand.record_id)
-        title = cand.title
-        keywords = " ".join(getattr(record, "keywords", []) or []) if record else ""
-        full = normalise(" ".join([title, keywords, *(record.sections() if record else [])]))
-        sq_sim = 0.0
-        if isinstance(record, StandardQuestion):
-            sq_sim = max(dice(ctx.grams, bigrams(q)) for q in [record.question, *record.aliases])
-        head = normalise(f"{title} {keywords}")
-        question = normalise(ctx.text)
+        head, full, question_grams = record_texts(self.version, cand.record_id, cand.title)
+        sq_sim = max((dice(ctx.grams, grams) for grams in question_grams), default=0.0)
+        question = ctx.normalised
         matched = sum(w for t, w in ctx.term_weight.items() if t in head)
         covered = sum(w for t, w in ctx.term_weight.items() if t in full)
         total = sum(ctx.term_weight.values()) or 1.0
