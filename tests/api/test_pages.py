@@ -19,14 +19,20 @@ def browser():
         browser.close()
 
 
+def ask_on_the_page(browser, server, who: str, question: str):
+    """A phone-sized ask page with ``who``'s key saved and ``question`` asked; (context, page)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.fill("#key", server.keys[who])
+    page.click("#save-key")
+    page.fill("#question", question)
+    page.click("#ask")
+    return context, page
+
+
 def test_escalated_question_is_answered_through_the_pages(browser, own_server, tmp_path):
-    asker = browser.new_context(viewport={"width": 390, "height": 844})  # a phone screen
-    ask = asker.new_page()
-    ask.goto(own_server.url + "/")
-    ask.fill("#key", own_server.keys["ent_a"])
-    ask.click("#save-key")
-    ask.fill("#question", "不锈钢薄壁管氩弧焊背面氧化发黑，充氩也不管用怎么办")
-    ask.click("#ask")
+    asker, ask = ask_on_the_page(browser, own_server, "ent_a", "不锈钢薄壁管氩弧焊背面氧化发黑，充氩也不管用怎么办")
     playwright.expect(ask.locator("#ticket")).to_contain_text("工单", timeout=60_000)
     ticket_id = ask.locator("#ticket").inner_text().split()[1]
     # the escalation explains itself in words and still helps: routed craftsmen, related material marked unconfirmed
@@ -55,12 +61,7 @@ def test_escalated_question_is_answered_through_the_pages(browser, own_server, t
 
 
 def test_unhelpful_answer_goes_to_a_craftsman_in_one_click(browser, server):
-    page = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
-    page.goto(server.url + "/")
-    page.fill("#key", server.keys["ent_b"])
-    page.click("#save-key")
-    page.fill("#question", "FANUC系统出现SV0401报警如何处理")
-    page.click("#ask")
+    _, page = ask_on_the_page(browser, server, "ent_b", "FANUC系统出现SV0401报警如何处理")
     playwright.expect(page.locator("#status")).to_contain_text("标准答案", timeout=60_000)
     playwright.expect(page.locator("#matched")).to_contain_text("匹配的标准问题：")
     assert page.locator("#to-human").is_hidden()
