@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import update
 
 from indexer.build import BuildOptions, BuildReport, build_index
@@ -90,6 +91,7 @@ class AskResult:
     related: dict[str, Any] = field(default_factory=dict)
     ranked: list[Scored] = field(default_factory=list, repr=False)
     version: IndexVersion | None = field(default=None, repr=False)  # the one ``ranked`` refers to
+    vector: np.ndarray | None = field(default=None, repr=False)  # the question's embedding
 
     def to_dict(self) -> dict[str, Any]:
         answer = self.answer.to_dict() if self.answer else None
@@ -176,12 +178,13 @@ class Engine:
             self._scope = load_scope_model(self.config.index_dir, self.live.embedder.model_id)
         return self._scope  # type: ignore[return-value]
 
-    def in_scope(self, version: IndexVersion, question: str, ranked: list[Scored], terms: list[str] | None = None) -> float:
+    def in_scope(self, version: IndexVersion, question: str, ranked: list[Scored], terms: list[str] | None = None,
+                 vector: np.ndarray | None = None) -> float:
         """Probability that ``question`` is an industrial production question (1.0 without a scope model)."""
         model = self.scope
         if model is None:
             return 1.0
-        vector = version.embedder.embed_queries([question])[0]  # remembered from the dense retrieval
+        vector = version.embedder.embed_queries([question])[0] if vector is None else vector
         dense_top = max((s.candidate.dense_score for s in ranked), default=0.0)
         terms = version.tokenizer.tokenize(question) if terms is None else terms
         known = sum(1 for t in terms if version.bm25.idf(t) > 0) / len(terms) if terms else 0.0
@@ -191,11 +194,13 @@ class Engine:
     def threshold(self) -> float:
         return self.config.threshold if self.config.threshold is not None else self.calibrator.threshold
 
-    def rank(self, version: IndexVersion, question: str, terms: list[str] | None = None) -> list[Scored]:
-        """Hybrid retrieval, fusion and ranking; ``terms`` are the question's tokens when already cut."""
+    def rank(self, version: IndexVersion, question: str, terms: list[str] | None = None,
+             vector: np.ndarray | None = None) -> list[Scored]:
+        """Hybrid retrieval, fusion and ranking; ``terms`` and ``vector`` are the question's tokens and embedding
+        when already computed."""
         terms = version.tokenizer.tokenize(question) if terms is None else terms
         retriever = HybridRetriever(version, self.config.fusion)
-        fused = fuse(retriever.bm25(question, terms=terms), retriever.dense(question), self.config.fusion)
+        fused = fuse(retriever.bm25(question, terms=terms), retriever.dense(question, vector=vector), self.config.fusion)
         ranked = Ranker(version, self.ranker_weights).rank(question, fused, terms=terms)
         if self.config.cross_encoder:
             if self._reranker is None:
@@ -209,11 +214,12 @@ class Engine:
         """Retrieve, rank and decide, without recording anything (used by ``ask`` and the eval)."""
         question = clean_question(question)
         version = self.live.get()
-        terms = version.tokenizer.tokenize(question)  # once: BM25, ranker and scope share them
-        ranked = self.rank(version, question, terms)
-        in_scope = self.in_scope(version, question, ranked, terms)
+        terms = version.tokenizer.tokenize(question)  # once: BM25, ranker and scope share the terms,
+        vector = version.embedder.embed_queries([question])[0]  # dense retrieval, scope and routing the embedding
+        ranked = self.rank(version, question, terms, vector)
+        in_scope = self.in_scope(version, question, ranked, terms, vector)
         if not ranked:
-            return self._not_answered(version, question, 0.0, ranked, in_scope)
+            return self._not_answered(version, question, 0.0, ranked, in_scope, vector)
         confidence = self.calibrator.confidence(confidence_features(ranked, in_scope))
         top = ranked[0]
         direct = top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT
@@ -222,20 +228,21 @@ class Engine:
             if self.config.generator and not answer.standard:
                 answer = Generator(self.config.generator).rewrite(question, answer)
             return AskResult("answered", question, confidence, answer, index_version=version.version, in_scope=in_scope,
-                             ranked=ranked, version=version)
-        return self._not_answered(version, question, confidence, ranked, in_scope)
+                             ranked=ranked, version=version, vector=vector)
+        return self._not_answered(version, question, confidence, ranked, in_scope, vector)
 
     def _not_answered(self, version: IndexVersion, question: str, confidence: float, ranked: list[Scored],
-                      in_scope: float) -> AskResult:
+                      in_scope: float, vector: np.ndarray | None = None) -> AskResult:
         """Escalate an in-scope question (with related material to read meanwhile); decline one out of scope."""
         if self.scope is not None and in_scope < self.scope.threshold:
             trades = self._served_trades(version)
             return AskResult("out_of_scope", question, confidence, index_version=version.version, in_scope=in_scope,
                              message=OUT_OF_SCOPE_MESSAGE.format(trades="、".join(trades[:6]) or "机加工、焊接、设备维护"),
-                             ranked=ranked, version=version)
+                             ranked=ranked, version=version, vector=vector)
         related = {"note": RELATED_NOTE, "records": related_material(version, ranked), "craftsmen": []}
         return AskResult("escalated", question, confidence, index_version=version.version, in_scope=in_scope,
-                         message="暂未找到足够可靠的答案，已转交劳模工匠解答。", related=related, ranked=ranked, version=version)
+                         message="暂未找到足够可靠的答案，已转交劳模工匠解答。", related=related, ranked=ranked, version=version,
+                         vector=vector)
 
     def _served_trades(self, version: IndexVersion) -> list[str]:
         """The trades the craftsmen of ``version`` cover (computed once per version, not per question)."""
@@ -262,7 +269,7 @@ class Engine:
         for s in ranked[:5]:
             text = version.chunks[s.candidate.chunk_rows[0]].text if s.candidate.chunk_rows else ""
             context.append({"kind": s.candidate.kind, "id": s.candidate.record_id, "title": s.candidate.title, "snippet": text[:240]})
-        trades, routes = self.routing(version, result.question, result.ranked)
+        trades, routes = self.routing(version, result.question, result.ranked, result.vector)
         ticket, _ = self.queue.create(result.question, asker, result.confidence, context, trades, routes)
         routed = [version.records.get(r.craftsman_id) for r in ticket.routes]
         cards = [craftsman_card(r) for r in routed if isinstance(r, Craftsman)]
@@ -288,12 +295,13 @@ class Engine:
                 raise Conflict(f"question {question_id} is {row.status}; only an answered question can be handed to a craftsman")
             question, owner, given, confidence = row.question, row.asker, dict(row.result or {}), row.confidence
         version = self.live.get()
-        ranked = self.rank(version, question)
+        vector = version.embedder.embed_queries([question])[0]
+        ranked = self.rank(version, question, vector=vector)
         context = [{"kind": "given_answer", "id": question_id, "title": "已给出的自动答案（提问者要求转人工）",
                     "snippet": (given.get("answer") or "")[:600]}]
         context += [{"kind": r["kind"], "id": r["id"], "title": r["title"], "snippet": r["snippet"]}
                     for r in related_material(version, ranked, 4)]
-        trades, routes = self.routing(version, question, ranked)
+        trades, routes = self.routing(version, question, ranked, vector)
         with self.queue.transaction() as session:
             ticket, created = self.queue.create(question, owner, confidence, context, trades, routes)
             cards = [craftsman_card(r) for r in (version.records.get(x.craftsman_id) for x in ticket.routes) if isinstance(r, Craftsman)]
@@ -308,7 +316,8 @@ class Engine:
                 return session.get(QuestionRow, question_id).ticket_id, False
         return ticket.id, created
 
-    def routing(self, version: IndexVersion, question: str, ranked: list[Scored]) -> tuple[list[str], list[Route]]:
+    def routing(self, version: IndexVersion, question: str, ranked: list[Scored],
+                vector: np.ndarray | None = None) -> tuple[list[str], list[Route]]:
         """The question's trades (from the top records) and the craftsmen best placed to answer it."""
         weight: dict[str, float] = {}
         top = [s for s in ranked if s.candidate.kind != "craftsman"][:5]
@@ -317,7 +326,7 @@ class Engine:
                 weight[t] = weight.get(t, 0.0) + 1.0 / rank
         best = max(weight.values(), default=0.0)
         trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best][:3]
-        vector = version.embedder.embed_queries([question])[0]
+        vector = version.embedder.embed_queries([question])[0] if vector is None else vector
         return trades, route(question, vector, trades, self._directory(version), self.queue.open_load())
 
     def _directory(self, version: IndexVersion) -> list[CraftsmanProfile]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
+
 from indexer.version import IndexVersion
 
 Mode = Literal["bm25", "dense", "hybrid"]
@@ -116,9 +118,10 @@ class HybridRetriever:
             cand.bm25_score, cand.bm25_rank = cand.score, rank
         return found
 
-    def dense(self, question: str, depth: int | None = None) -> list[Candidate]:
-        vector = self.version.embedder.embed_queries([question])
-        found = fold(self.version, self.version.search_dense(vector, depth or self.fusion.depth))
+    def dense(self, question: str, depth: int | None = None, vector: np.ndarray | None = None) -> list[Candidate]:
+        """Records by dense similarity; ``vector`` is the question's embedding when already computed."""
+        vectors = self.version.embedder.embed_queries([question]) if vector is None else vector.reshape(1, -1)
+        found = fold(self.version, self.version.search_dense(vectors, depth or self.fusion.depth))
         for rank, cand in enumerate(found, start=1):
             cand.dense_score, cand.dense_rank = cand.score, rank
         return found
