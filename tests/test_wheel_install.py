@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from api.settings import Settings
-from tests.api.conftest import free_port
+from tests.api.conftest import free_port, wait_until_serving
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.install
@@ -103,15 +102,7 @@ def test_the_installed_command_indexes_answers_and_serves_the_pages(installed):
         server = subprocess.Popen([str(jiangxin), "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=work, env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (work / "serve.log").read_text()[-2000:]
-            time.sleep(0.2)
+        wait_until_serving(f"http://127.0.0.1:{port}/readyz", server, work / "serve.log", seconds=60)
         for page in ("/", "/queue"):
             r = httpx.get(f"http://127.0.0.1:{port}{page}", timeout=10)
             assert r.status_code == 200 and "<html" in r.text.lower(), page

@@ -39,23 +39,30 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
 
+def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    """Poll ``url`` until it answers 200; RuntimeError with the server's log if it exits or the time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not answer: {log.read_text()[-2000:]}")
+
+
 def start_server(root: Path, env: dict[str, str], workers: int = 1) -> subprocess.Popen:
     port = int(env["JX_TEST_PORT"])
     log = open(root / f"server-{port}.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(workers)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {(root / f'server-{port}.log').read_text()[-2000:]}")
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/readyz", proc, root / f"server-{port}.log")
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc
 
 
 # Tests drive the shared servers harder than any one client should; the limits have tests of their own

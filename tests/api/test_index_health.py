@@ -13,7 +13,7 @@ import pytest
 from api.security import KeyStore
 from indexer.store import IndexStore, atomic_write_text
 from rag.db import connect
-from tests.api.conftest import free_port
+from tests.api.conftest import free_port, wait_until_serving
 
 
 def strings(value):
@@ -73,15 +73,7 @@ def corrupt_server(tmp_path_factory, mini_index, cache_path):
     with open(root / "server.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1",
                                  "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:  # /healthz, not /readyz: this server is never ready
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()[-2000:]
-        time.sleep(0.2)
+    wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc, root / "server.log")  # /healthz: never ready
     yield f"http://127.0.0.1:{port}", key
     proc.terminate()
     proc.wait(timeout=30)

@@ -23,7 +23,7 @@ from api.security import KeyStore
 from indexer.embedders import MAX_QUERY_CHARS
 from rag.db import connect
 from rag.engine import InvalidQuestion, clean_question
-from tests.api.conftest import free_port
+from tests.api.conftest import free_port, wait_until_serving
 
 INVISIBLE_QUESTIONS = ["\u200b", "\ufeff", "\u2060", "\u00ad", "\u200b\ufeff\u2060\u00ad\u200c\u200d", "\u3000\u00a0\u200b \t\n",
              "\x07\x1b\x7f", "\u202e\u2066\u180e", "\U000e0041\U000e007f"]
@@ -166,13 +166,7 @@ def test_server_errors_name_no_file(tmp_path, cache_path):
                                  "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_serving(url + "/healthz", proc, tmp_path / "server.log")
         with httpx.Client(base_url=url, timeout=60) as c:
             asked = c.post("/v1/questions", json={"question": "焊缝气孔怎么预防"}, headers={"Authorization": f"Bearer {ent}"})
             info = c.get("/v1/admin/index", headers={"Authorization": f"Bearer {ops}"})
