@@ -27,7 +27,7 @@ from rag.answer import SQ_DIRECT
 from rag.confidence import Calibrator, confidence_features, fit_logistic, out_of_fold
 from rag.engine import Engine
 from rag.rank import FEATURES, RankerWeights, feature_matrix
-from rag.scope import ScopeModel, scope_features
+from rag.scope import ScopeModel
 
 IN_DOMAIN = ("answerable", "uncovered", "unanswerable")
 LOWER_GRADE_LABEL = 0.05  # partly relevant records count a little: recall@5/10 up, the top answer unchanged (fit part)
@@ -98,7 +98,9 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
     questions = [(q, _group(q, dataset)) for q in dataset.queries] if dataset else []
     questions += [(q, "ood") for q in ood]
     for query, group in questions:
-        ranked = engine.rank(version, query.text)
+        terms = version.tokenizer.tokenize(query.text)
+        vector = version.embedder.embed_queries([query.text])[0]
+        ranked = engine.rank(version, query.text, terms, vector)
         qrels = dataset.qrels.get(query.id, {}) if dataset and group == "answerable" else {}
         best = max(qrels.values()) if qrels else 0
         top = ranked[0] if ranked else None
@@ -106,19 +108,16 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
         direct = bool(top and top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT)
         head = [s for s in ranked[:depth] if s.features]
         dense_top = min((s for s in ranked if s.candidate.dense_rank), key=lambda s: s.candidate.dense_rank, default=None)
-        vector = version.embedder.embed_queries([query.text])[0]
-        terms = version.tokenizer.tokenize(query.text)
-        known = sum(1 for t in terms if version.bm25.idf(t) > 0) / len(terms) if terms else 0.0
         dense_cos = dense_top.candidate.dense_score if dense_top else 0.0
         hit = None
         if routing and group == "answerable" and query.trade:
-            _, routes = engine.routing(version, query.text, ranked)
+            _, routes = engine.routing(version, query.text, ranked, vector)
             record = version.records.get(routes[0].craftsman_id) if routes else None
             hit = bool(record is not None and query.trade in record.trades)
         out.append(Observation(
             query.id, group, right, direct, confidence_features(ranked), feature_matrix(head),
             np.array([_label(qrels.get(s.candidate.record_id, 0), best) for s in head]),
-            scope_features(vector, dense_cos, known), dense_cos,
+            engine.scope_input(version, query.text, ranked, terms, vector), dense_cos,
             bool(dense_top and qrels and qrels.get(dense_top.candidate.record_id, 0) == best), query.trade, hit))
         if on_query:
             on_query()

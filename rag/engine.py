@@ -184,11 +184,18 @@ class Engine:
         model = self.scope
         if model is None:
             return 1.0
+        return model.probability(self.scope_input(version, question, ranked, terms, vector))
+
+    @staticmethod
+    def scope_input(version: IndexVersion, question: str, ranked: list[Scored], terms: list[str] | None = None,
+                    vector: np.ndarray | None = None) -> np.ndarray:
+        """The scope model's input for ``question``: its embedding, the best dense cosine of its ranked records and
+        the share of its terms the corpus knows (what the engine decides on and what ``jiangxin fit`` fits on)."""
         vector = version.embedder.embed_queries([question])[0] if vector is None else vector
         dense_top = max((s.candidate.dense_score for s in ranked), default=0.0)
         terms = version.tokenizer.tokenize(question) if terms is None else terms
         known = sum(1 for t in terms if version.bm25.idf(t) > 0) / len(terms) if terms else 0.0
-        return model.probability(scope_features(vector, dense_top, known))
+        return scope_features(vector, dense_top, known)
 
     @property
     def threshold(self) -> float:

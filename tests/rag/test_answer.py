@@ -16,7 +16,7 @@ from rag.answer import compose_answer, steps
 from rag.db import connect
 from rag.engine import Engine, EngineConfig
 from rag.escalate import TicketQueue
-from rag.scope import ScopeModel, scope_features
+from rag.scope import ScopeModel
 
 ROOT = Path(__file__).resolve().parents[2]
 KEEP = {
@@ -122,13 +122,7 @@ def test_out_of_scope_question_is_declined_without_a_ticket(sample_subset, subse
                "你好在吗", "信用卡逾期了怎么办"]
     version = engine.live.get()
 
-    def features(q):
-        ranked = engine.rank(version, q)
-        terms = version.tokenizer.tokenize(q)
-        known = sum(1 for t in terms if version.bm25.idf(t) > 0) / len(terms) if terms else 0.0
-        return scope_features(embedder.embed_queries([q])[0], max(s.candidate.dense_score for s in ranked), known)
-
-    x = np.stack([features(q) for q in inside + outside])
+    x = np.stack([engine.scope_input(version, q, engine.rank(version, q)) for q in inside + outside])
     y = np.array([1.0] * len(inside) + [0.0] * len(outside))
     ScopeModel.fit(x, y, l2=1.0, threshold=0.5, model_id=embedder.model_id).save(folder / "scope.json")
     engine = make_engine(sample_subset, folder, tmp_path, embedder, cache, 1.01)
