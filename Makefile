@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python -m eval.bench
 
 bench-api: index
-	$(BIN)/python -m eval.bench_api --seconds 60 --concurrency 4
+	$(BIN)/python -m eval.bench_api --fresh --seconds 60 --concurrency 4
 
 clean:
 	rm -rf $(VENV) index

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.limits import Limits, RateLimited
-from api.routes import admin, health, questions, tickets
+from api.routes import admin, health, jobs, questions, tickets
 from api.service import Service
 from api.settings import Settings
 from indexer.errors import JiangxinError
@@ -156,7 +156,7 @@ def _routes() -> FastAPI:
         if isinstance(cls, type) and issubclass(cls, JiangxinError):
             app.add_exception_handler(cls, _without_server_detail(handler))
     app.add_exception_handler(RateLimited, rate_limited)
-    for router in (questions.router, tickets.router, admin.router, health.router):
+    for router in (questions.router, tickets.router, jobs.router, admin.router, health.router):
         app.include_router(router)
     return app
 

@@ -75,9 +75,11 @@ def validate(corpus: CorpusOpt = None) -> None:
 def index(corpus: CorpusOpt = None, index: IndexOpt = None,
           full: Annotated[bool, typer.Option("--full", help="ignore the previous version; re-embed unless cached")] = False,
           skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="index the valid records, report the rest")] = False,
-          rollback: Annotated[bool, typer.Option("--rollback", help="serve the previous version again")] = False) -> None:
-    """Build a new index version from the corpus (incremental by default) and switch to it."""
-    from indexer.build import BuildOptions, build_index
+          rollback: Annotated[bool, typer.Option("--rollback", help="serve the previous version again")] = False,
+          merge: Annotated[bool, typer.Option("--merge", help="fold the delta segments into one base (no re-embedding)")] = False) -> None:
+    """Make the index match the corpus (a delta segment for what changed, a full build when the dictionary changed
+    or with --full) and switch to the new version; --merge folds deltas into one segment."""
+    from indexer.build import BuildOptions, build_index, merge as merge_segments
     from indexer.embedders import EmbeddingCache, load_embedder
     from indexer.store import IndexStore
 
@@ -90,16 +92,19 @@ def index(corpus: CorpusOpt = None, index: IndexOpt = None,
         embedder = load_embedder(values.embedder_spec())
         cache = EmbeddingCache(values.cache_path)
         columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        options = BuildOptions(full=full, skip_invalid=skip_invalid, exact_max=values.exact_max)
         with Progress(*columns, console=err, transient=False) as bars:
-            report = build_index(values.corpus_dir, values.index_dir, embedder, cache,
-                                 BuildOptions(full=full, skip_invalid=skip_invalid, exact_max=values.exact_max),
-                                 RichProgress(bars))
+            if merge:
+                report = merge_segments(values.index_dir, embedder, options, RichProgress(bars))
+            else:
+                report = build_index(values.corpus_dir, values.index_dir, embedder, cache, options, RichProgress(bars))
     except JiangxinError as exc:
         fail(exc)
     for problem in report.skipped:
         typer.echo(f"skipped: {problem}", err=True)
     table = Table(title=f"index version {report.version}", show_header=False)
     table.add_row("records", f"{report.records} ({report.added} added, {report.changed} changed, {report.removed} removed)")
+    table.add_row("written as", "a delta segment" if report.delta else "one base segment")
     table.add_row("skipped invalid", str(len(report.skipped)))
     table.add_row("chunks", f"{report.chunks} ({report.dense_chunks} embedded for dense retrieval)")
     table.add_row("vectors", f"{report.embedded} embedded, {report.reused_from_previous} reused from previous version, "

@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from api.jobs import PublishJobs
 from api.settings import Settings
 from api.security import KeyStore
 from api.wiring import make_engine
@@ -132,3 +133,5 @@ class Service:
         self.reindexer = Reindexer(self.engine)
         self.metrics = Metrics(self.engine.live)
         self.engine.recover()
+        self.publish_jobs = PublishJobs(self.engine)
+        self.publish_jobs.recover()

@@ -1,9 +1,13 @@
-"""Load benchmark of the HTTP service over loopback: mixed questions for a bounded time.
+"""Load benchmark of the HTTP service over loopback: mixed or never-seen questions for a bounded time.
 
-``python -m eval.bench_api [--seconds 60] [--concurrency 4] [--workers 1] [--out eval/reports/bench-api]``
+``python -m eval.bench_api [--fresh] [--seconds 60] [--concurrency 4] [--workers 1] [--out eval/reports/bench-api]``
 Starts ``jiangxin serve`` on a free loopback port over the configured index (default ./index, built by
-``make index``) with a throw-away database, then sends questions drawn from eval/sample (answerable and
-unanswerable) from several threads, and prints requests/s and latency percentiles.
+``make index``) with a throw-away database, then sends questions from several threads, and prints requests/s
+and latency percentiles. Mixed mode (default, ``bench-api.json``) draws eval/sample questions (answerable and
+unanswerable) at random, so most are asked again and their embedding is remembered by the server; ``--fresh``
+(``bench-api-fresh.json``) sends every request a question not sent before in the run, taken in turn from
+eval/field, eval/sample and the real sets in ../shared/eval that are present, so every request pays for its
+embedding.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,8 +32,103 @@ import httpx
 from api.security import KeyStore
 from eval.metrics import percentile
 from eval.run import machine
+from indexer.embedders import query_head
+from indexer.errors import JiangxinError
 from indexer.store import atomic_write_text
 from rag.db import connect
+from rag.engine import InvalidQuestion, clean_question
+
+# Where the fresh pool comes from, in turn order: (name, file under eval/ or the shared folder, the question's key).
+FRESH_SETS = [("field", "field/queries.jsonl", "text"), ("sample", "sample/queries.jsonl", "text"),
+              ("cmrc2018", "cmrc2018/queries.jsonl", "text"), ("csl", "csl/queries.jsonl", "text"),
+              ("qbqtc-dev", "qbqtc-dev/dev.json", "query")]
+
+
+@dataclass(frozen=True)
+class QuestionSet:
+    """Real questions of one evaluation set, each distinct from every earlier set's (as the server embeds them)."""
+
+    name: str
+    questions: list[str]
+
+
+def memo_key(question: str) -> str:
+    """What the server remembers a question's embedding by: the cleaned question's embedded head."""
+    return query_head(clean_question(question))
+
+
+def load_question_sets(eval_dir: Path, shared_dir: Path) -> list[QuestionSet]:
+    """The fresh pool's sets that exist, with repeats (within and across sets) and unaskable questions dropped."""
+    seen: set[str] = set()
+    sets = []
+    for name, relative, field in FRESH_SETS:
+        path = (eval_dir if name in ("field", "sample") else shared_dir) / relative
+        if not path.is_file():
+            print(f"fresh pool: {path} is absent, {name} left out", file=sys.stderr)
+            continue
+        questions = []
+        for line in open(path, encoding="utf-8"):
+            text = json.loads(line)[field] if line.strip() else ""
+            try:
+                key = memo_key(text)
+            except InvalidQuestion:
+                continue
+            if key not in seen:
+                seen.add(key)
+                questions.append(text)
+        sets.append(QuestionSet(name, questions))
+    return sets
+
+
+class FreshQuestions:
+    """Hands out questions never handed out before, one set after another in turn (safe across threads).
+
+    Each set's questions come in a shuffled order fixed by the seed. A set that has run out goes on with its
+    questions joined in pairs (``a，b`` for b further and further along the shuffled list) — still real text,
+    the turn order and so the mix of sets unchanged; a join whose embedded head equals one already handed out
+    is skipped, so no request ever repeats one.
+    """
+
+    def __init__(self, sets: list[QuestionSet], seed: int = 0) -> None:
+        sets = [s for s in sets if s.questions]
+        if not sets:
+            raise JiangxinError("the fresh pool is empty: no question set was found")
+        self.available = {s.name: len(s.questions) for s in sets}
+        self.joined = 0
+        self.exhausted = False
+        self._handed: set[str] = set()
+        self._streams = {s.name: self._stream(s, seed) for s in sets}
+        self._turn = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _stream(qs: QuestionSet, seed: int) -> Iterator[tuple[str, bool]]:
+        order = list(qs.questions)
+        random.Random(f"{seed}:{qs.name}").shuffle(order)
+        yield from ((q, False) for q in order)
+        for step in range(1, len(order)):
+            for i, first in enumerate(order):
+                yield f"{first.rstrip(' 。.？?！!')}，{order[(i + step) % len(order)]}", True
+
+    def next(self) -> tuple[str, str] | None:
+        """(set name, question), or None once every set and every join is spent."""
+        with self._lock:
+            while self._streams:
+                names = list(self._streams)
+                name = names[self._turn % len(names)]
+                for text, joined in self._streams[name]:
+                    try:
+                        key = memo_key(text)
+                    except InvalidQuestion:  # a join past the length limit
+                        continue
+                    if key not in self._handed:
+                        self._handed.add(key)
+                        self.joined += joined
+                        self._turn += 1
+                        return name, text
+                del self._streams[name]
+            self.exhausted = True
+            return None
 
 
 def main() -> None:
@@ -35,11 +136,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--fresh", action="store_true", help="a question never sent before on every request")
     parser.add_argument("--index", type=Path, default=Path("index"))
     parser.add_argument("--corpus", type=Path, default=Path("corpus"))
+    parser.add_argument("--shared-eval", type=Path, default=Path("../shared/eval"), help="the real data sets")
     parser.add_argument("--out", type=Path, default=Path("eval/reports/bench-api"))
     args = parser.parse_args()
     questions = [json.loads(l)["text"] for l in open("eval/sample/queries.jsonl", encoding="utf-8")]
+    pool = FreshQuestions(load_question_sets(Path("eval"), args.shared_eval)) if args.fresh else None
     with tempfile.TemporaryDirectory(prefix="jiangxin-bench-api-") as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         key = KeyStore(connect(db_url)).create("enterprise", "bench", "bench-enterprise")[0]
@@ -55,15 +159,22 @@ def main() -> None:
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
+            deadline, ready = time.monotonic() + 120, False
+            while not ready and time.monotonic() < deadline and server.poll() is None:
                 try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
+                    ready = httpx.get(url + "/readyz", timeout=2).status_code == 200
                 except httpx.HTTPError:
+                    pass
+                if not ready:
                     time.sleep(0.3)
+            if not ready:  # figures from a server that never served would measure nothing
+                log.flush()
+                sys.exit("the server was not ready within 120 s:\n" + (Path(tmp) / "server.log").read_text(encoding="utf-8")[-4000:])
             latencies: list[float] = []
             statuses: Counter[str] = Counter()
+            sent: Counter[str] = Counter()
+            by_set: defaultdict[str, list[float]] = defaultdict(list)
+            chars: list[int] = []
             lock = threading.Lock()
             stop_at = time.monotonic() + args.seconds
 
@@ -71,7 +182,10 @@ def main() -> None:
                 rng = random.Random(seed)
                 with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
                     while time.monotonic() < stop_at:
-                        question = rng.choice(questions)
+                        drawn = pool.next() if pool else ("sample", rng.choice(questions))
+                        if drawn is None:
+                            return
+                        set_name, question = drawn
                         t0 = time.perf_counter()
                         try:
                             r = client.post("/v1/questions", json={"question": question})
@@ -82,7 +196,11 @@ def main() -> None:
                         with lock:
                             latencies.append(elapsed)
                             statuses[outcome] += 1
+                            sent[question] += 1
+                            by_set[set_name].append(elapsed)
+                            chars.append(len(question))
 
+            load_before = os.getloadavg()[0]
             started = time.monotonic()
             threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.concurrency)]
             for t in threads:
@@ -90,14 +208,24 @@ def main() -> None:
             for t in threads:
                 t.join()
             wall = time.monotonic() - started
+            load_after = os.getloadavg()[0]
         finally:
             server.terminate()
             server.wait(timeout=30)
-    figures = {"machine": machine(), "seconds": round(wall, 1), "concurrency": args.concurrency, "workers": args.workers,
+    figures = {"mode": "fresh" if pool else "mixed", "machine": machine(), "seconds": round(wall, 1),
+               "concurrency": args.concurrency, "workers": args.workers,
                "requests": len(latencies), "requests_per_second": round(len(latencies) / wall, 2),
-               "latency_ms": {q: round(percentile(latencies, q), 1) for q in (50, 95, 99)}, "outcomes": dict(statuses)}
+               "latency_ms": {q: round(percentile(latencies, q), 1) for q in (50, 95, 99)}, "outcomes": dict(statuses),
+               "distinct_questions": len(sent), "question_chars_mean": round(sum(chars) / max(len(chars), 1), 1),
+               "load_average_1m": [round(load_before, 2), round(load_after, 2)]}  # before: other work; after: this run too
+    if pool:
+        figures["pool"] = {"available": sum(pool.available.values()), "joined_pairs_sent": pool.joined,
+                           "exhausted": pool.exhausted}
+        figures["by_set"] = {name: {"available": pool.available[name], "sent": len(by_set[name]),
+                                    "p50_ms": round(percentile(by_set[name], 50), 1)} for name in pool.available}
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "bench-api.json", json.dumps(figures, ensure_ascii=False, indent=1) + "\n")
+    report = "bench-api-fresh.json" if pool else "bench-api.json"
+    atomic_write_text(args.out / report, json.dumps(figures, ensure_ascii=False, indent=1) + "\n")
     print(json.dumps(figures, ensure_ascii=False, indent=1))
 
 

@@ -56,35 +56,46 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def pack(sentences: list[str], max_chars: int = MAX_CHARS) -> list[str]:
-    """Greedy packing of sentences into passages of at most ``max_chars``, overlapping by one sentence."""
-    passages: list[str] = []
+def pack_groups(sentences: list[str], max_chars: int = MAX_CHARS) -> list[list[str]]:
+    """Greedy packing of sentences into groups of at most ``max_chars``, overlapping by one sentence."""
+    groups: list[list[str]] = []
     current: list[str] = []
     size = 0
     for sentence in sentences:
         if current and size + len(sentence) > max_chars:
-            passages.append("".join(current))
+            groups.append(current)
             overlap = current[-1] if len(current) > 1 and len(current[-1]) + len(sentence) <= max_chars else None
             current, size = ([overlap], len(overlap)) if overlap else ([], 0)
         current.append(sentence)
         size += len(sentence)
     if current:
-        passages.append("".join(current))
-    return passages
+        groups.append(current)
+    return groups
+
+
+def pack(sentences: list[str], max_chars: int = MAX_CHARS) -> list[str]:
+    """Passages of at most ``max_chars`` (``pack_groups`` joined)."""
+    return ["".join(group) for group in pack_groups(sentences, max_chars)]
+
+
+def chunk_parts(record: Record) -> list[tuple[Chunk, list[str] | None]]:
+    """All chunks of one record, in reading order, with ids ``<record id>#<n>``; a body chunk comes with the
+    sentences it packs (so each sentence is tokenised once per record), a head or alias chunk with None."""
+    title = record.title
+    texts: list[tuple[str, str, list[str] | None]] = [("head", record.head()[:HEAD_CHARS], None)]
+    if isinstance(record, StandardQuestion):
+        texts.extend(("alias", alias, None) for alias in record.aliases)
+    sentences: list[str] = []
+    for section in record.sections():
+        sentences.extend(split_sentences(section))
+    texts.extend(("body", "".join(group), group) for group in pack_groups(sentences))
+    return [
+        (Chunk(f"{record.id}#{n}", record.id, record.kind, title, role, text), group)
+        for n, (role, text, group) in enumerate(texts)
+        if text.strip()
+    ]
 
 
 def chunk(record: Record) -> list[Chunk]:
     """All chunks of one record, in reading order, with ids ``<record id>#<n>``."""
-    title = record.title
-    texts: list[tuple[str, str]] = [("head", record.head()[:HEAD_CHARS])]
-    if isinstance(record, StandardQuestion):
-        texts.extend(("alias", alias) for alias in record.aliases)
-    sentences: list[str] = []
-    for section in record.sections():
-        sentences.extend(split_sentences(section))
-    texts.extend(("body", passage) for passage in pack(sentences))
-    return [
-        Chunk(f"{record.id}#{n}", record.id, record.kind, title, role, text)
-        for n, (role, text) in enumerate(texts)
-        if text.strip()
-    ]
+    return [c for c, _ in chunk_parts(record)]

@@ -3,12 +3,15 @@
 Layout of an index root::
 
     CURRENT               name of the serving version (replaced by rename, never edited in place)
-    versions/<id>/        one immutable version: data files + manifest.json (checksums of every file)
+    versions/<id>/        one immutable version: the segments it lists, their tombstones, the term dictionary
+                          and statistics, manifest.json (checksums of its own files)
+    segments/<name>/      one immutable segment, shared by every version that lists it (indexer/segment.py)
     staging-<id>/         a version being written; never read, removed by the next build
 
 A version is renamed into ``versions/`` only after every file is written, fsynced and verified against
 the manifest, and ``CURRENT`` switches only after that. A process killed at any moment therefore leaves
-``CURRENT`` pointing at a complete version. Older versions stay for rollback (the newest few are kept).
+``CURRENT`` pointing at a complete version. Older versions stay for rollback (the newest few are kept);
+a segment no kept version lists is removed.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ class IndexStore:
     def begin(self) -> Staging:
         """A fresh staging folder; leftovers of killed builds are removed first (call within ``writing``)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob("staging-*"):
+        for stale in [*self.root.glob("staging-*"), *self.root.glob("segments/.staging-*")]:
             shutil.rmtree(stale, ignore_errors=True)
         version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
         path = self.root / f"staging-{version}"
@@ -174,11 +177,16 @@ class IndexStore:
         self._verify(self.versions_dir / version if version else self.current_path())
 
     def _verify(self, folder: Path) -> None:
+        """The version's own files against their checksums, and every segment it lists present (segments are
+        checksummed as they are written and immutable after; their sizes are checked on load)."""
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         for name, expected in manifest["files"].items():
             path = folder / name
             if not path.exists() or sha256_file(path) != expected:
                 raise IndexCorrupt(f"index version {folder.name}: file {name} is missing or does not match its checksum")
+        for segment in manifest.get("segments", []):
+            if not (self.root / "segments" / segment / "meta.json").exists():
+                raise IndexCorrupt(f"index version {folder.name}: segment {segment} is missing")
 
     def _prune(self) -> None:
         current = self.current_version()
@@ -188,3 +196,9 @@ class IndexStore:
         for name in self.versions():
             if name not in keep:
                 shutil.rmtree(self.versions_dir / name, ignore_errors=True)
+        used = {seg for name in self.versions() for seg in self.manifest(name).get("segments", [])}
+        segments = self.root / "segments"
+        if segments.exists():
+            for folder in segments.iterdir():
+                if not folder.name.startswith(".") and folder.name not in used:
+                    shutil.rmtree(folder, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""A loaded, queryable index version, and a live handle that follows ``CURRENT`` without restart or stall."""
+"""A loaded, queryable index version (its ports), and a live handle that follows ``CURRENT`` without restart or stall."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,85 +14,65 @@ from typing import Any
 
 import numpy as np
 
-from indexer.bm25 import BM25Index
-from indexer.build import DICTIONARY_FILE, RECORD_BM25, STOPWORDS_FILE, check_compatible
+from indexer.build import DICTIONARY_FILE, STOPWORDS_FILE, check_compatible
 from indexer.embedders import Embedder
 from indexer.errors import IndexCorrupt, IndexNotFound, JiangxinError
-from indexer.records import KINDS, Record
+from indexer.local import LocalChunks, LocalDense, LocalDirectory, LocalParts, LocalRecords, LocalSparse, LocalTerms
+from indexer.ports import ChunkRow
+from indexer.segment import Segment
 from indexer.store import MANIFEST, IndexStore
+from indexer.terms import BM25Params, FieldStats, TermDictionary
 from indexer.text import Tokenizer, load_tokenizer
-from indexer.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
+_OPEN: "weakref.WeakValueDictionary[str, Segment]" = weakref.WeakValueDictionary()
+_OPEN_LOCK = threading.Lock()
+
+__all__ = ["ChunkRow", "IndexVersion", "LiveIndex", "open_segment"]
 
 
-@dataclass(frozen=True)
-class ChunkRow:
-    chunk_id: str
-    record_id: str
-    kind: str
-    title: str
-    role: str
-    text: str
+def open_segment(path: Path) -> Segment:
+    """A segment opened once per process and shared by every version that lists it (segments never change)."""
+    key = str(Path(path).resolve())
+    with _OPEN_LOCK:
+        segment = _OPEN.get(key)
+        if segment is None:
+            if not (Path(path) / "meta.json").exists():
+                raise IndexCorrupt(f"segment {Path(path).name} is missing")
+            segment = Segment(Path(path))
+            _OPEN[key] = segment
+        return segment
 
 
 class IndexVersion:
-    """Everything one version holds, loaded for querying: chunks, records, tokenizer, BM25, vectors."""
+    """One version opened for querying, as the ports the pipeline uses: ``sparse``, ``dense``, ``terms``,
+    ``chunks``, ``records``, ``directory``, plus the tokenizer (our analyser, shared by every backend) and embedder."""
 
     def __init__(self, path: Path, embedder: Embedder) -> None:
         self.path = Path(path)
-        self.manifest: dict[str, Any] = json.loads((self.path / "manifest.json").read_text(encoding="utf-8"))
+        self.manifest: dict[str, Any] = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
         check_compatible(self.manifest, embedder)
         self.version: str = self.manifest["version"]
         self.embedder = embedder
-        with open(self.path / "chunks.jsonl", encoding="utf-8") as handle:
-            self.chunks = [ChunkRow(**json.loads(line)) for line in handle]
-        self.records: dict[str, Record] = {}
-        with open(self.path / "records.jsonl", encoding="utf-8") as handle:
-            for line in handle:
-                entry = json.loads(line)
-                record = KINDS[entry["kind"]].model_validate(entry["record"])
-                self.records[record.id] = record
         self.tokenizer: Tokenizer = load_tokenizer(self.path / DICTIONARY_FILE, self.path / STOPWORDS_FILE)
         if self.tokenizer.fingerprint != self.manifest["tokenizer"]["fingerprint"]:
             raise IndexCorrupt(f"index version {self.version}: tokenizer files do not match the manifest")
-        self.bm25 = BM25Index.load(self.path)
-        self.record_ids = list(self.records)  # row order of the record-level BM25 (the build's record order)
-        self.record_bm25: BM25Index | None = None
-        if (self.path / f"{RECORD_BM25}.json").exists():
-            self.record_bm25 = BM25Index.load(self.path, RECORD_BM25)
-            if self.record_bm25.n_docs != len(self.record_ids):
-                raise IndexCorrupt(f"index version {self.version}: record BM25 has {self.record_bm25.n_docs} rows for {len(self.record_ids)} records")
-        if self.bm25.n_docs != len(self.chunks):
-            raise IndexCorrupt(f"index version {self.version}: BM25 has {self.bm25.n_docs} rows for {len(self.chunks)} chunks")
-        self.vectors = VectorIndex.load(self.path, embedder.model_id, embedder.dim)
-        self.chunk_rows_of: dict[str, list[int]] = {}
-        for row, c in enumerate(self.chunks):
-            self.chunk_rows_of.setdefault(c.record_id, []).append(row)
-
-    def head_vector(self, record_id: str) -> np.ndarray | None:
-        """The dense vector of a record's head chunk (its profile, for craftsmen)."""
-        for row in self.chunk_rows_of.get(record_id, []):
-            if self.chunks[row].role == "head":
-                return self.vectors.index.reconstruct(row)
-        return None
-
-    def search_bm25(self, question: str | list[str], k: int) -> list[tuple[int, float]]:
-        """Chunk hits (row, score) for a question or its terms."""
-        terms = self.tokenizer.tokenize(question) if isinstance(question, str) else question
-        rows, scores = self.bm25.search(terms, k)
-        return [(int(r), float(s)) for r, s in zip(rows, scores)]
-
-    def search_record_bm25(self, terms: list[str], k: int) -> list[tuple[str, float]]:
-        """Whole-record hits (record id, score); empty for a version built before records had their own BM25."""
-        if self.record_bm25 is None:
-            return []
-        rows, scores = self.record_bm25.search(terms, k)
-        return [(self.record_ids[int(r)], float(s)) for r, s in zip(rows, scores)]
-
-    def search_dense(self, query_vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        ids, scores = self.vectors.search(query_vector, k)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        root = self.path.parent.parent
+        segments = [open_segment(root / "segments" / name) for name in self.manifest["segments"]]
+        dead: dict[str, dict[str, np.ndarray]] = {}
+        for name, files in self.manifest.get("dead", {}).items():
+            dead[name] = {f: np.load(self.path / file) for f, file in files.items()}
+        stats = {f: FieldStats(v["docs"], v["length"]) for f, v in self.manifest["stats"].items()}
+        self.parts = LocalParts(segments, dead, TermDictionary(self.path), stats, BM25Params(**self.manifest["bm25"]))
+        for seg in segments:
+            if seg.meta["dense"] and (seg.meta["model"] != embedder.model_id or seg.meta["dim"] != embedder.dim):
+                raise IndexCorrupt(f"index version {self.version}: segment {seg.name} holds vectors of {seg.meta['model']}")
+        self.terms = LocalTerms(self.parts)
+        self.sparse = LocalSparse(self.parts)
+        self.dense = LocalDense(self.parts)
+        self.chunks = LocalChunks(self.parts)
+        self.records = LocalRecords(self.parts)
+        self.directory = LocalDirectory(self.parts)
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,9 @@ def snippet(text: str, limit: int = 160) -> str:
 def related_lists(version: IndexVersion, ranked: list[Scored], exclude: set[str] = frozenset()) -> tuple[list[Related], list[Related], list[Related]]:
     """Courses to study, achievements to read and craftsmen to ask, from the ranked records."""
     courses, achievements, craftsmen = [], [], []
+    records = version.records.get_many(s.candidate.record_id for s in ranked[:15])
     for s in ranked[:15]:
-        record = version.records.get(s.candidate.record_id)
+        record = records.get(s.candidate.record_id)
         if record is None or record.id in exclude:
             continue
         entry = Related(record.id, record.kind, record.title, snippet(record.head(), 80))
@@ -83,8 +84,9 @@ def steps(text: str) -> list[str]:
     return [s.strip() for s in split_sentences(text) if s.strip()]
 
 
-def _terms(question: str, version: IndexVersion) -> dict[str, float]:
-    return {t: version.bm25.idf(t) for t in dict.fromkeys(version.tokenizer.tokenize(question))}
+def _terms(question: str, version: IndexVersion, terms: list[str] | None = None) -> dict[str, float]:
+    terms = version.tokenizer.tokenize(question) if terms is None else terms
+    return {t: version.terms.idf(t) for t in dict.fromkeys(terms)}
 
 
 def _standard(record: StandardQuestion) -> tuple[list[str], str | None]:
@@ -112,9 +114,9 @@ def _craftsman(record: Craftsman) -> tuple[list[str], None]:
 
 
 def _extractive(question: str, ranked: list[Scored], version: IndexVersion, max_sentences: int,
-                max_sources: int) -> tuple[list[tuple[int, str]], list[Scored]]:
+                max_sources: int, question_terms: list[str] | None = None) -> tuple[list[tuple[int, str]], list[Scored]]:
     """The most relevant sentences of the top records: (position in ``usable``, sentence)."""
-    terms = _terms(question, version)
+    terms = _terms(question, version, question_terms)
     usable = [s for s in ranked if s.candidate.kind != "craftsman"][:max_sources]
     found: list[tuple[float, int, int, str]] = []
     for position, s in enumerate(usable):
@@ -132,7 +134,7 @@ def _extractive(question: str, ranked: list[Scored], version: IndexVersion, max_
 
 
 def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, max_sentences: int = 4,
-                   max_sources: int = 3) -> Answer:
+                   max_sources: int = 3, terms: list[str] | None = None) -> Answer:
     """The answer to ``question`` from the ranked records (``ranked`` must not be empty), led by the top one."""
     top = ranked[0]
     record: Record = version.records[top.candidate.record_id]
@@ -144,11 +146,11 @@ def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, m
     if isinstance(record, Achievement):
         lines, _ = _achievement(record)
     elif isinstance(record, Course):
-        lines, _ = _course(record, _terms(question, version))
+        lines, _ = _course(record, _terms(question, version, terms))
     elif isinstance(record, Craftsman):
         lines, _ = _craftsman(record)
     else:
-        chosen, usable = _extractive(question, ranked, version, max_sentences, max_sources)
+        chosen, usable = _extractive(question, ranked, version, max_sentences, max_sources, terms)
         numbers: dict[int, int] = {}
         sources: list[Source] = []
         out = []

@@ -29,10 +29,11 @@ class CrossEncoderReranker:
         self.depth = depth
 
     def rerank(self, question: str, ranked: list[Scored], version: IndexVersion) -> list[Scored]:
-        head = [s for s in ranked[: self.depth] if s.candidate.chunk_rows]
+        rows = version.chunks.get_many(s.candidate.chunk_ids[0] for s in ranked[: self.depth] if s.candidate.chunk_ids)
+        head = [s for s in ranked[: self.depth] if s.candidate.chunk_ids and s.candidate.chunk_ids[0] in rows]
         if not head:
             return ranked
-        passages = [version.chunks[s.candidate.chunk_rows[0]] for s in head]
+        passages = [rows[s.candidate.chunk_ids[0]] for s in head]
         scores = self.model.predict([(question, f"{p.title}。{p.text}") for p in passages], show_progress_bar=False)
         order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), head[i].candidate.record_id))
         rest = [s for s in ranked if s not in head]

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Engine, Float, ForeignKey, Index, Integer, String, Text, create_engine, event
+from sqlalchemy import JSON, Engine, Float, ForeignKey, Index, Integer, String, Text, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -99,6 +99,27 @@ class LockRow(Base):
     __tablename__ = "locks"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     taken_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+_ACTIVE_JOB = text("state IN ('queued', 'running')")
+
+
+class PublishJobRow(Base):
+    """A maintainer's request to publish a ticket's answer, run in the background: queued → running → done or
+    failed. Rows change only by compare-and-set (api/jobs.py); at most one queued or running job per ticket."""
+
+    __tablename__ = "publish_jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ticket_id: Mapped[str] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    index_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    __table_args__ = (Index("ux_publish_jobs_active_ticket", "ticket_id", unique=True,
+                            sqlite_where=_ACTIVE_JOB, postgresql_where=_ACTIVE_JOB),)
 
 
 class ApiKeyRow(Base):

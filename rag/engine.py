@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import update
 
-from indexer.build import BuildOptions, BuildReport, build_index
+from indexer.build import BuildReport, apply_changes
 from indexer.embedders import EmbeddingCache
 from indexer.errors import Conflict, JiangxinError, NotFound
 from indexer.records import Craftsman, StandardQuestion, delete_record, upsert_record
@@ -30,7 +30,7 @@ from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
 from rag.confidence import Calibrator, confidence_features, load_calibrator
 from rag.db import QuestionRow, sessions
 from rag.generate import Generator, GeneratorConfig
-from rag.escalate import CraftsmanProfile, Route, Ticket, TicketQueue, route
+from rag.escalate import Route, Ticket, TicketQueue, route
 from rag.rank import Ranker, RankerWeights, Scored
 from rag.scope import ScopeModel, load_scope_model, scope_features
 from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever, fuse
@@ -117,8 +117,9 @@ class AskResult:
 def related_material(version: IndexVersion, ranked: list[Scored], limit: int = 3) -> list[dict[str, Any]]:
     """The top records (not craftsmen) with a snippet each: what to read while a craftsman answers."""
     out = []
+    records = version.records.get_many(s.candidate.record_id for s in ranked if s.candidate.kind != "craftsman")
     for s in ranked:
-        record = version.records.get(s.candidate.record_id)
+        record = records.get(s.candidate.record_id)
         if record is None or isinstance(record, Craftsman):
             continue
         out.append({"kind": record.kind, "id": record.id, "title": record.title, "snippet": snippet(record.sections()[0], 120)})
@@ -160,9 +161,6 @@ class Engine:
         self._calibrator = calibrator
         self._scope: ScopeModel | None | bool = False  # False: not loaded yet
         self._reranker = None
-        self._trades: tuple[str, list[str]] = ("", [])
-        self._profiles: tuple[str, list[CraftsmanProfile]] = ("", [])
-        self._directory_lock = threading.Lock()
         self.build_lock = threading.Lock()
         self.session = sessions(queue.engine)
 
@@ -194,7 +192,7 @@ class Engine:
         vector = version.embedder.embed_queries([question])[0] if vector is None else vector
         dense_top = max((s.candidate.dense_score for s in ranked), default=0.0)
         terms = version.tokenizer.tokenize(question) if terms is None else terms
-        known = sum(1 for t in terms if version.bm25.idf(t) > 0) / len(terms) if terms else 0.0
+        known = sum(1 for t in terms if version.terms.idf(t) > 0) / len(terms) if terms else 0.0
         return scope_features(vector, dense_top, known)
 
     @property
@@ -231,7 +229,7 @@ class Engine:
         top = ranked[0]
         direct = top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT
         if direct or confidence >= self.threshold:
-            answer = compose_answer(question, ranked, version)
+            answer = compose_answer(question, ranked, version, terms=terms)
             if self.config.generator and not answer.standard:
                 answer = Generator(self.config.generator).rewrite(question, answer)
             return AskResult("answered", question, confidence, answer, index_version=version.version, in_scope=in_scope,
@@ -242,7 +240,7 @@ class Engine:
                       in_scope: float, vector: np.ndarray | None = None) -> AskResult:
         """Escalate an in-scope question (with related material to read meanwhile); decline one out of scope."""
         if self.scope is not None and in_scope < self.scope.threshold:
-            trades = self._served_trades(version)
+            trades = version.directory.trades()
             return AskResult("out_of_scope", question, confidence, index_version=version.version, in_scope=in_scope,
                              message=OUT_OF_SCOPE_MESSAGE.format(trades="、".join(trades[:6]) or "机加工、焊接、设备维护"),
                              ranked=ranked, version=version, vector=vector)
@@ -250,12 +248,6 @@ class Engine:
         return AskResult("escalated", question, confidence, index_version=version.version, in_scope=in_scope,
                          message="暂未找到足够可靠的答案，已转交劳模工匠解答。", related=related, ranked=ranked, version=version,
                          vector=vector)
-
-    def _served_trades(self, version: IndexVersion) -> list[str]:
-        """The trades the craftsmen of ``version`` cover (computed once per version, not per question)."""
-        if self._trades[0] != version.version:
-            self._trades = (version.version, sorted({t for r in version.records.values() if isinstance(r, Craftsman) for t in r.trades}))
-        return self._trades[1]
 
     def ask(self, question: str, asker: str = "anonymous") -> AskResult:
         """Answer ``question`` or escalate it; either way the outcome is recorded durably first."""
@@ -273,13 +265,15 @@ class Engine:
     def _escalate(self, version: IndexVersion, result: AskResult, asker: str = "anonymous") -> Ticket:
         ranked = [s for s in result.ranked if s.candidate.kind != "craftsman"]
         context = []
+        rows = version.chunks.get_many(s.candidate.chunk_ids[0] for s in ranked[:5] if s.candidate.chunk_ids)
         for s in ranked[:5]:
-            text = version.chunks[s.candidate.chunk_rows[0]].text if s.candidate.chunk_rows else ""
+            row = rows.get(s.candidate.chunk_ids[0]) if s.candidate.chunk_ids else None
+            text = row.text if row else ""
             context.append({"kind": s.candidate.kind, "id": s.candidate.record_id, "title": s.candidate.title, "snippet": text[:240]})
         trades, routes = self.routing(version, result.question, result.ranked, result.vector)
         ticket, _ = self.queue.create(result.question, asker, result.confidence, context, trades, routes)
-        routed = [version.records.get(r.craftsman_id) for r in ticket.routes]
-        cards = [craftsman_card(r) for r in routed if isinstance(r, Craftsman)]
+        routed = version.records.get_many(r.craftsman_id for r in ticket.routes)
+        cards = [craftsman_card(r) for r in (routed.get(x.craftsman_id) for x in ticket.routes) if isinstance(r, Craftsman)]
         result.related = {**result.related, "craftsmen": cards}
         if cards:
             result.message = f"暂未找到足够可靠的答案，已转交{'、'.join(c['name'] for c in cards)}等劳模工匠解答。"
@@ -328,26 +322,14 @@ class Engine:
         """The question's trades (from the top records) and the craftsmen best placed to answer it."""
         weight: dict[str, float] = {}
         top = [s for s in ranked if s.candidate.kind != "craftsman"][:5]
+        records = version.records.get_many(s.candidate.record_id for s in top)
         for rank, s in enumerate(top, start=1):
-            for t in getattr(version.records.get(s.candidate.record_id), "trades", []):
+            for t in getattr(records.get(s.candidate.record_id), "trades", []):
                 weight[t] = weight.get(t, 0.0) + 1.0 / rank
         best = max(weight.values(), default=0.0)
         trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best][:3]
         vector = version.embedder.embed_queries([question])[0] if vector is None else vector
-        return trades, route(question, vector, trades, self._directory(version), self.queue.open_load())
-
-    def _directory(self, version: IndexVersion) -> list[CraftsmanProfile]:
-        """The craftsmen of ``version`` with their profile vectors, built once per version (not per question)."""
-        with self._directory_lock:
-            if self._profiles[0] != version.version:
-                profiles = []
-                for record in version.records.values():
-                    if isinstance(record, Craftsman):
-                        v = version.head_vector(record.id)
-                        if v is not None:
-                            profiles.append(CraftsmanProfile(record, v))
-                self._profiles = (version.version, profiles)
-            return self._profiles[1]
+        return trades, route(question, vector, trades, version.directory.craftsmen(), self.queue.open_load())
 
     def reject(self, ticket_id: str, reason: str) -> Ticket:
         """Close a ticket instead of publishing it (refused while publishing); whatever a failed or killed publish
@@ -374,11 +356,12 @@ class Engine:
             except JiangxinError:
                 served = False
             if removed or served:
-                build_index(self.config.corpus_dir, self.config.index_dir, self.live.embedder, self.cache, BuildOptions())
+                apply_changes(self.config.index_dir, self.live.embedder, self.cache, deletes=[record_id])
                 self.live.refresh(wait=True)
 
     def publish(self, ticket_id: str) -> tuple[Ticket, BuildReport]:
-        """Turn an answered ticket into a standard question (crediting the craftsman) and index it."""
+        """Turn an answered ticket into a standard question (crediting the craftsman) and index it as a delta segment
+        (the record alone is analysed and embedded), served before this returns."""
         with self.build_lock:
             ticket = self.queue.start_publish(ticket_id)  # answered → publishing: from now on a reject is refused
             written = built = False
@@ -393,7 +376,7 @@ class Engine:
                 )
                 upsert_record(self.config.corpus_dir, record)
                 written = True
-                report = build_index(self.config.corpus_dir, self.config.index_dir, self.live.embedder, self.cache, BuildOptions())
+                report = apply_changes(self.config.index_dir, self.live.embedder, self.cache, upserts=[record])  # a delta
                 built = True
                 self.live.refresh(wait=True)  # served before this returns: the next asker gets the answer
                 return self.queue.mark_published(ticket_id, record.id), report
@@ -402,7 +385,7 @@ class Engine:
                     if written:  # an answer that did not go live must not go live with the next re-index either
                         delete_record(self.config.corpus_dir, "standard_question", record.id)
                         if built:
-                            build_index(self.config.corpus_dir, self.config.index_dir, self.live.embedder, self.cache, BuildOptions())
+                            apply_changes(self.config.index_dir, self.live.embedder, self.cache, deletes=[record.id])
                     self.queue.abort_publish(ticket_id)  # publishing → answered
                 except Exception:
                     log.exception("ticket %s stays publishing: it could not be moved back to answered", ticket_id)

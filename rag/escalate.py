@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
+from indexer.ports import CraftsmanProfile
 from indexer.records import Craftsman
 from indexer.text import normalise
 from rag.db import LockRow, RouteRow, TicketRow, TicketTradeRow, sessions, utcnow
@@ -71,12 +72,6 @@ class Ticket:
             "created_at": self.created_at.isoformat() + "Z" if self.created_at else None,
             "updated_at": self.updated_at.isoformat() + "Z" if self.updated_at else None,
         }
-
-
-@dataclass(frozen=True)
-class CraftsmanProfile:
-    record: Craftsman
-    vector: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,14 @@ small JSON file (``rag/models/ranker.json``) fitted with ``jiangxin fit`` on the
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import threading
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from indexer.ports import RecordTexts
 from indexer.records import StandardQuestion
 from indexer.text import normalise
 from indexer.version import IndexVersion
@@ -107,27 +103,14 @@ class QueryContext:
     normalised: str
 
 
-_TEXTS: "weakref.WeakKeyDictionary[IndexVersion, Callable]" = weakref.WeakKeyDictionary()
-_TEXTS_LOCK = threading.Lock()
-
-
-def record_texts(version: IndexVersion, record_id: str, title: str) -> tuple[str, str, tuple[set[str], ...]]:
-    """What the features need of a record that does not depend on the question — its normalised head (title and
-    keywords), its normalised full text, and a standard question's bigram sets (question and aliases) — computed
-    once per record and version (an LRU per version), not once per question."""
-    with _TEXTS_LOCK:
-        cached = _TEXTS.get(version)
-        if cached is None:
-            cached = _TEXTS[version] = functools.lru_cache(maxsize=100_000)(partial(_record_texts, version))
-    return cached(record_id, title)
-
-
-def _record_texts(version: IndexVersion, record_id: str, title: str) -> tuple[str, str, tuple[set[str], ...]]:
-    record = version.records.get(record_id)
-    keywords = " ".join(getattr(record, "keywords", []) or []) if record else ""
-    full = normalise(" ".join([title, keywords, *(record.sections() if record else [])]))
-    grams = tuple(bigrams(q) for q in [record.question, *record.aliases]) if isinstance(record, StandardQuestion) else ()
-    return normalise(f"{title} {keywords}"), full, grams
+def sq_grams(version: IndexVersion, candidates: list[Candidate]) -> dict[str, tuple[set[str], ...]]:
+    """Bigram sets of each standard question among ``candidates`` (its question and aliases)."""
+    ids = [c.record_id for c in candidates if c.kind == "standard_question"]
+    out = {}
+    for rid, record in version.records.get_many(ids).items():
+        if isinstance(record, StandardQuestion):
+            out[rid] = tuple(bigrams(q) for q in [record.question, *record.aliases])
+    return out
 
 
 class Ranker:
@@ -139,12 +122,14 @@ class Ranker:
 
     def context(self, question: str, terms: list[str] | None = None) -> QueryContext:
         terms = list(dict.fromkeys(self.version.tokenizer.tokenize(question) if terms is None else terms))
-        weights = {t: self.version.bm25.idf(t) for t in terms}
+        weights = {t: self.version.terms.idf(t) for t in terms}
         codes = {c.lower() for c in _CODE.findall(normalise(question)) if _DIGIT.search(c) and len(c) >= 3}
         return QueryContext(question, terms, weights, codes, bigrams(question), normalise(question))
 
-    def features(self, ctx: QueryContext, cand: Candidate) -> tuple[dict[str, float], float]:
-        head, full, question_grams = record_texts(self.version, cand.record_id, cand.title)
+    def features(self, ctx: QueryContext, cand: Candidate, texts: RecordTexts | None,
+                 question_grams: tuple[set[str], ...] = ()) -> tuple[dict[str, float], float]:
+        """The features of one candidate; ``texts`` and ``question_grams`` come from the record store."""
+        head, full = (texts.head, texts.full) if texts else (normalise(cand.title), normalise(cand.title))
         sq_sim = max((dice(ctx.grams, grams) for grams in question_grams), default=0.0)
         question = ctx.normalised
         matched = sum(w for t, w in ctx.term_weight.items() if t in head)
@@ -172,8 +157,11 @@ class Ranker:
         ctx = self.context(question, terms)
         w = self.weights
         scored = []
-        for cand in candidates[:depth]:
-            features, sq_sim = self.features(ctx, cand)
+        head = candidates[:depth]
+        texts = self.version.records.texts(c.record_id for c in head)
+        grams = sq_grams(self.version, head)
+        for cand in head:
+            features, sq_sim = self.features(ctx, cand, texts.get(cand.record_id), grams.get(cand.record_id, ()))
             score = w.bias + sum(w.weights.get(name, 0.0) * value for name, value in features.items())
             scored.append(Scored(cand, features, score, sq_sim))
         scored.sort(key=lambda s: (-s.score, s.candidate.record_id))

@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from indexer.ports import Hit
 from indexer.version import IndexVersion
 
 Mode = Literal["bm25", "dense", "hybrid"]
@@ -36,7 +37,7 @@ class Candidate:
     bm25_rank: int | None = None
     dense_score: float = 0.0
     dense_rank: int | None = None
-    chunk_rows: list[int] = field(default_factory=list)
+    chunk_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -53,30 +54,37 @@ BASELINE_RRF = FusionParams(k=60.0, w_bm25=1.0, w_dense=1.0)
 DEFAULT_FUSION = FusionParams(k=1.0, w_bm25=1.0, w_dense=0.85)  # chosen on eval/reports/fusion-grid.json
 
 
-def fold(version: IndexVersion, hits: list[tuple[int, float]]) -> list[Candidate]:
-    """Chunk hits → one candidate per record scored by its best chunk, in best-first order."""
+def fold(hits: list[Hit], kinds: dict[str, tuple[str, str]]) -> list[Candidate]:
+    """Chunk hits → one candidate per record scored by its best chunk, in best-first order; ``kinds`` gives each
+    record's (kind, title)."""
     by_record: dict[str, Candidate] = {}
-    for row, score in hits:
-        chunk = version.chunks[row]
-        cand = by_record.get(chunk.record_id)
+    for hit in hits:
+        cand = by_record.get(hit.record_id)
         if cand is None:
-            cand = by_record[chunk.record_id] = Candidate(chunk.record_id, chunk.kind, chunk.title, score)
-        cand.chunk_rows.append(row)
-        cand.score = max(cand.score, score)
+            kind, title = kinds.get(hit.record_id, ("", ""))
+            cand = by_record[hit.record_id] = Candidate(hit.record_id, kind, title, hit.score)
+        cand.chunk_ids.append(hit.chunk_id)
+        cand.score = max(cand.score, hit.score)
     return sorted(by_record.values(), key=lambda c: (-c.score, c.record_id))
+
+
+def describe(version: IndexVersion, hits: list[Hit]) -> dict[str, tuple[str, str]]:
+    """(kind, title) of the records the hits name, from the chunk store (one lookup for all)."""
+    rows = version.chunks.get_many(h.chunk_id for h in hits)
+    return {row.record_id: (row.kind, row.title) for row in rows.values()}
 
 
 def fuse(bm25: list[Candidate], dense: list[Candidate], params: FusionParams) -> list[Candidate]:
     """Weighted reciprocal-rank fusion of two record lists (ties broken by record id)."""
     merged: dict[str, Candidate] = {}
     for rank, cand in enumerate(bm25, start=1):
-        merged[cand.record_id] = replace(cand, score=0.0, bm25_score=cand.score, bm25_rank=rank, chunk_rows=list(cand.chunk_rows))
+        merged[cand.record_id] = replace(cand, score=0.0, bm25_score=cand.score, bm25_rank=rank, chunk_ids=list(cand.chunk_ids))
     for rank, cand in enumerate(dense, start=1):
         entry = merged.get(cand.record_id)
         if entry is None:
-            entry = merged[cand.record_id] = replace(cand, score=0.0, chunk_rows=[])
+            entry = merged[cand.record_id] = replace(cand, score=0.0, chunk_ids=[])
         entry.dense_score, entry.dense_rank = cand.score, rank
-        entry.chunk_rows.extend(r for r in cand.chunk_rows if r not in entry.chunk_rows)
+        entry.chunk_ids.extend(c for c in cand.chunk_ids if c not in entry.chunk_ids)
     for entry in merged.values():
         entry.score = (params.w_bm25 / (params.k + entry.bm25_rank) if entry.bm25_rank else 0.0) + (
             params.w_dense / (params.k + entry.dense_rank) if entry.dense_rank else 0.0)
@@ -92,27 +100,28 @@ class HybridRetriever:
 
     def bm25(self, question: str, depth: int | None = None, terms: list[str] | None = None) -> list[Candidate]:
         """Records by BM25: (best-chunk score / the question's best + whole-record score / the question's best) / 2,
-        in [0, 1]; a version without record-level BM25 gives the chunk part alone."""
+        in [0, 1]."""
         depth = depth or self.fusion.depth
         version = self.version
         terms = version.tokenizer.tokenize(question) if terms is None else terms
-        found = fold(version, version.search_bm25(terms, depth))
-        whole = version.search_record_bm25(terms, depth)
+        hits = version.sparse.search(terms, depth)
+        whole = version.sparse.search_records(terms, depth)
+        kinds = describe(version, hits + whole)
+        found = fold(hits, kinds)
         chunk_best = found[0].score if found and found[0].score > 0 else 1.0
         for cand in found:
             cand.score /= chunk_best
         if whole:
             by_id = {c.record_id: c for c in found}
-            record_best = whole[0][1] if whole[0][1] > 0 else 1.0
-            for record_id, score in whole:
-                cand = by_id.get(record_id)
+            record_best = whole[0].score if whole[0].score > 0 else 1.0
+            for hit in whole:
+                cand = by_id.get(hit.record_id)
                 if cand is None:
-                    record = version.records[record_id]
-                    rows = version.chunk_rows_of.get(record_id, [])
-                    cand = by_id[record_id] = Candidate(record_id, record.kind, record.title, 0.0, chunk_rows=rows[:1])
-                cand.score += score / record_best
+                    kind, title = kinds.get(hit.record_id, ("", ""))
+                    cand = by_id[hit.record_id] = Candidate(hit.record_id, kind, title, 0.0, chunk_ids=[hit.chunk_id])
+                cand.score += hit.score / record_best
             for cand in by_id.values():
-                cand.score /= 2.0  # the best possible record scores 1, as with chunks alone (older versions)
+                cand.score /= 2.0  # the best possible record scores 1
             found = sorted(by_id.values(), key=lambda c: (-c.score, c.record_id))[:depth]
         for rank, cand in enumerate(found, start=1):
             cand.bm25_score, cand.bm25_rank = cand.score, rank
@@ -121,7 +130,8 @@ class HybridRetriever:
     def dense(self, question: str, depth: int | None = None, vector: np.ndarray | None = None) -> list[Candidate]:
         """Records by dense similarity; ``vector`` is the question's embedding when already computed."""
         vectors = self.version.embedder.embed_queries([question]) if vector is None else vector.reshape(1, -1)
-        found = fold(self.version, self.version.search_dense(vectors, depth or self.fusion.depth))
+        hits = self.version.dense.search(vectors[0], depth or self.fusion.depth)
+        found = fold(hits, describe(self.version, hits))
         for rank, cand in enumerate(found, start=1):
             cand.dense_score, cand.dense_rank = cand.score, rank
         return found

@@ -46,9 +46,12 @@ def reindex_status(p: Annotated[Principal, Depends(principal)], svc: Annotated[S
 def index_info(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     """Serving version, counts, model, tokenizer and build time."""
     require(p, "maintainer")
-    m = svc.engine.live.get().manifest
+    version = svc.engine.live.get()
+    m = version.manifest
+    segments = [{"name": s.name, "chunks": s.n_chunks, "records": s.n_records, "dense": s.meta["dense"],
+                 "vector_index": s.meta.get("ann") or "exact"} for s in version.parts.segments]
     return {"version": m["version"], "parent": m.get("parent"), "built_at": m["created_at"], "counts": m["counts"],
-            "model": m["model"], "vector_index": m["vector_index"], "tokenizer": m["tokenizer"],
+            "model": m["model"], "backend": m["backend"], "segments": segments, "tokenizer": m["tokenizer"],
             "corpus_fingerprint": m["corpus_fingerprint"], "threshold": svc.engine.threshold}
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
+from api.routes.jobs import JobOut, job_url
 from api.security import Principal, require
 from api.service import Service
 from indexer.errors import NotFound
@@ -27,6 +28,11 @@ class AnswerIn(BaseModel):
 class RejectIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class PublishAccepted(BaseModel):
+    job: JobOut
+    ticket: dict[str, Any] = Field(description="The ticket when the job was accepted")
 
 
 def _trades(svc: Service, p: Principal) -> list[str]:
@@ -83,12 +89,18 @@ def answer(ticket_id: str, body: AnswerIn, p: Annotated[Principal, Depends(princ
     return svc.engine.queue.answer(ticket_id, p.principal, body.answer).to_dict()
 
 
-@router.post("/{ticket_id}/publish")
-def publish(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
-    """Maintainers: the answer becomes a standard question and is indexed before this returns."""
+@router.post("/{ticket_id}/publish", status_code=202, dependencies=[Depends(role("maintainer"))],
+             responses={202: {"description": "Publishing started; follow the job at Location",
+                              "headers": {"Location": {"description": "The job, /v1/jobs/{job_id}", "schema": {"type": "string"}}}}})
+def publish(ticket_id: str, response: Response, p: Annotated[Principal, Depends(principal)],
+            svc: Annotated[Service, Depends(service)]) -> PublishAccepted:
+    """Maintainers: publish an answered ticket's answer as a standard question, in the background. Follow the job
+    (``Location``) until it is done: the new index version then serves the answer. While a job for the ticket is
+    queued or running, this returns that job; 409 unless the ticket is answered."""
     require(p, "maintainer")
-    ticket, report = svc.engine.publish(ticket_id)
-    return {**ticket.to_dict(), "index_version": report.version}
+    job = svc.publish_jobs.submit(ticket_id, p.principal)
+    response.headers["Location"] = job_url(job.id)
+    return PublishAccepted(job=JobOut.of(job), ticket=svc.engine.queue.get(ticket_id).to_dict())
 
 
 @router.post("/{ticket_id}/reject", dependencies=[Depends(role("maintainer"))])

@@ -52,6 +52,21 @@ def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, seconds: flo
     raise RuntimeError(f"server at {url} did not answer: {log.read_text()[-2000:]}")
 
 
+def wait_for_job(client: httpx.Client, location: str, seconds: float = 60) -> dict:
+    """Poll a background job at ``location`` (a publish's ``Location``) until it is done or failed; its last view.
+
+    AssertionError with that view if it is still queued or running when the time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        r = client.get(location)
+        assert r.status_code == 200, r.text
+        job = r.json()
+        if job["state"] in ("done", "failed"):
+            return job
+        assert time.monotonic() < deadline, f"job still {job['state']} after {seconds:.0f} s: {job}"
+        time.sleep(0.1)
+
+
 def start_server(root: Path, env: dict[str, str], workers: int = 1) -> subprocess.Popen:
     port = int(env["JX_TEST_PORT"])
     log = open(root / f"server-{port}.log", "w")

@@ -63,8 +63,8 @@ def corrupt_server(tmp_path_factory, mini_index, cache_path):
     root = tmp_path_factory.mktemp("corrupt-server")
     shutil.copytree(mini_index, root / "index")
     version = IndexStore(root / "index").current_version()
-    with open(root / "index" / "versions" / version / "chunks.jsonl", "ab") as handle:
-        handle.write(b"{not a chunk\n")
+    with open(root / "index" / "versions" / version / "terms.bin", "ab") as handle:
+        handle.write("损坏".encode())
     db_url = f"sqlite:///{root / 'jiangxin.db'}"
     key = KeyStore(connect(db_url)).create("enterprise", "企业C")[0]
     port = free_port()

@@ -105,8 +105,8 @@ def test_a_corrupt_new_version_keeps_the_old_one_serving_and_is_reported(index, 
     folder, first, second = index
     live = LiveIndex(folder, embedder, check_interval=0)
     live.get()
-    with open(folder / "versions" / second / "chunks.jsonl", "ab") as handle:
-        handle.write(b"{not a chunk\n")
+    with open(folder / "versions" / second / "terms.bin", "ab") as handle:
+        handle.write("未登录".encode())
     IndexStore(folder).switch(first)  # switch verifies; CURRENT is moved by hand to the corrupted version
     atomic_write_text(folder / "CURRENT", second + "\n")
     with pytest.raises(IndexCorrupt, match=second):

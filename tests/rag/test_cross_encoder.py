@@ -42,8 +42,9 @@ def test_engine_reorders_candidates_by_the_cross_encoder(tiny_cross_encoder, min
     after = crossed.rank(version, question)
     assert {s.candidate.record_id for s in after} == {s.candidate.record_id for s in before}
     model = CrossEncoder(str(tiny_cross_encoder), device="cpu")
-    head = [s for s in before[:20] if s.candidate.chunk_rows]
-    texts = [f"{version.chunks[s.candidate.chunk_rows[0]].title}。{version.chunks[s.candidate.chunk_rows[0]].text}" for s in head]
+    head = [s for s in before[:20] if s.candidate.chunk_ids]
+    chunks = version.chunks.get_many(s.candidate.chunk_ids[0] for s in head)
+    texts = [f"{chunks[s.candidate.chunk_ids[0]].title}。{chunks[s.candidate.chunk_ids[0]].text}" for s in head]
     scores = model.predict([(question, t) for t in texts])
     expected = [head[i].candidate.record_id for i in sorted(range(len(head)), key=lambda i: (-float(scores[i]), head[i].candidate.record_id))]
     assert [s.candidate.record_id for s in after[: len(head)]] == expected

@@ -1,0 +1,317 @@
+"""The local backend: every port of ``indexer/ports.py`` over immutable segments, tombstones and a term dictionary.
+
+BM25 is exact and global: a term's idf comes from document frequencies summed over the live documents of every
+segment (the dictionary keeps them), the length normalisation from the global average length, so a version made
+of a base and deltas scores every document exactly as one fresh build of the same records would. Per question the
+cost is O(postings of the question's terms + documents of the segments touched) in numpy; nothing loops over
+records in Python.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from indexer.ports import ChunkRow, CraftsmanProfile, Hit, RecordTexts
+from indexer.records import KINDS, Craftsman, Record
+from indexer.segment import Segment
+from indexer.terms import BM25Params, FieldStats, TermDictionary, okapi_idf, plain_idf
+
+
+class LocalParts:
+    """What the local ports share: the segments (oldest first), their dead documents, the dictionary and stats."""
+
+    def __init__(self, segments: list[Segment], dead: dict[str, dict[str, np.ndarray]], dictionary: TermDictionary,
+                 stats: dict[str, FieldStats], params: BM25Params) -> None:
+        self.segments = segments
+        self.dictionary = dictionary
+        self.stats = stats
+        self.params = params
+        self.dead = {f: [np.asarray(dead.get(s.name, {}).get(f, np.zeros(0, np.int32)), dtype=np.int64) for s in segments]
+                     for f in ("chunks", "records")}
+        self.idf = {f: okapi_idf(dictionary.df[f], stats[f].docs, params.epsilon) for f in ("chunks", "records")}
+        self.norm = {f: [self._norm(s.fields[f].length, stats[f].avgdl) for s in segments] for f in ("chunks", "records")}
+
+    def _norm(self, length: np.ndarray, avgdl: float) -> np.ndarray:
+        k1, b = self.params.k1, self.params.b
+        if avgdl <= 0:
+            return np.full(len(length), k1 * (1 - b))
+        return k1 * (1 - b + b * np.asarray(length, dtype=np.float64) / avgdl)
+
+
+def _rows(db, table: str, columns: str, key: str, values: Sequence) -> list[tuple]:
+    out: list[tuple] = []
+    values = list(values)
+    for start in range(0, len(values), 500):
+        part = values[start:start + 500]
+        marks = ",".join("?" * len(part))
+        out.extend(db.execute(f"SELECT {columns} FROM {table} WHERE {key} IN ({marks})", part).fetchall())
+    return out
+
+
+class LocalTerms:
+    """``TermStats`` over the version's dictionary."""
+
+    def __init__(self, parts: LocalParts) -> None:
+        self.parts = parts
+        self.params = parts.params
+
+    def idf(self, term: str) -> float:
+        tid = self.parts.dictionary.lookup(term)
+        if tid < 0:
+            return 0.0
+        return plain_idf(int(self.parts.dictionary.df["chunks"][tid]), self.parts.stats["chunks"].docs)
+
+
+class LocalSparse:
+    """``SparseSearch``: BM25 over chunks and over whole records, across segments."""
+
+    def __init__(self, parts: LocalParts) -> None:
+        self.parts = parts
+
+    def search(self, terms: Sequence[str], k: int) -> list[Hit]:
+        found = self._top("chunks", terms, k)
+        hits: list[Hit] = []
+        for si, locals_, scores in found:
+            rows = dict((r[0], r[1:]) for r in _rows(self.parts.segments[si].db, "chunk", "local, id, record_id", "local", locals_))
+            hits.extend(Hit(rows[l][0], rows[l][1], s) for l, s in zip(locals_, scores))
+        return _best(hits, k)
+
+    def search_records(self, terms: Sequence[str], k: int) -> list[Hit]:
+        found = self._top("records", terms, k)
+        hits: list[Hit] = []
+        for si, locals_, scores in found:
+            rows = dict((r[0], r[1:]) for r in _rows(self.parts.segments[si].db, "record", "local, id, head_chunk", "local", locals_))
+            hits.extend(Hit(rows[l][1], rows[l][0], s) for l, s in zip(locals_, scores))
+        return _best(hits, k)
+
+    def scores(self, field: str, terms: Sequence[str], segment: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, matched) of every document of one segment: the BM25 core, O(postings of the terms)."""
+        parts = self.parts
+        seg = parts.segments[segment]
+        postings = seg.fields[field]
+        n = len(postings.length)
+        scores = np.zeros(n, dtype=np.float64)
+        matched = np.zeros(n, dtype=bool)
+        idf, norm, k1 = parts.idf[field], parts.norm[field][segment], parts.params.k1
+        weights: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+        for tid in parts.dictionary.ids(terms):
+            if tid < 0:
+                continue
+            if tid not in weights:
+                found = postings.postings(tid)
+                if found is None:
+                    weights[tid] = None
+                else:
+                    docs, tf = found
+                    tf = tf.astype(np.float64)
+                    weights[tid] = (docs, idf[tid] * (tf * (k1 + 1) / (tf + norm[docs])))
+            entry = weights[tid]
+            if entry is None:
+                continue
+            docs, w = entry
+            scores[docs] += w  # a term's postings name each document once
+            matched[docs] = True
+        dead = parts.dead[field][segment]
+        if len(dead):
+            matched[dead] = False
+        return scores, matched
+
+    def _top(self, field: str, terms: Sequence[str], k: int) -> list[tuple[int, list[int], list[float]]]:
+        out = []
+        for si, seg in enumerate(self.parts.segments):
+            if len(seg.fields[field].length) == 0:
+                continue
+            scores, matched = self.scores(field, terms, si)
+            rows = np.flatnonzero(matched)
+            if len(rows) == 0:
+                continue
+            if len(rows) > k:
+                rows = rows[np.argpartition(-scores[rows], k - 1)[:k]]
+            rows = rows[np.lexsort((rows, -scores[rows]))]
+            out.append((si, rows.tolist(), scores[rows].tolist()))
+        return out
+
+
+def _best(hits: list[Hit], k: int) -> list[Hit]:
+    hits.sort(key=lambda h: (-h.score, h.chunk_id))
+    return hits[:k]
+
+
+class LocalDense:
+    """``DenseSearch``: exact inner product over a segment's mapped vectors, or its approximate index with the
+    candidates re-scored exactly."""
+
+    def __init__(self, parts: LocalParts, nprobe: int = 32, overfetch: int = 2) -> None:
+        self.parts = parts
+        self.nprobe = nprobe
+        self.overfetch = overfetch
+
+    def search(self, vector: np.ndarray, k: int, exact: bool = False) -> list[Hit]:
+        query = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(-1))
+        hits: list[Hit] = []
+        for si, seg in enumerate(self.parts.segments):
+            n = len(seg.vectors)
+            if n == 0:
+                continue
+            dead = self.parts.dead["chunks"][si]
+            want = min(n, k + len(dead))
+            if seg.ann is not None and not exact:
+                seg.ann.nprobe = self.nprobe
+                _, ids = seg.ann.search(query.reshape(1, -1), min(n, want * self.overfetch))
+                rows = np.sort(ids[0][ids[0] >= 0])
+                sims = np.asarray(seg.vectors[rows], dtype=np.float32) @ query
+            else:
+                all_sims = np.asarray(seg.vectors) @ query
+                rows = np.argpartition(-all_sims, want - 1)[:want] if want < n else np.arange(n)
+                sims = all_sims[rows]
+            locals_ = np.asarray(seg.dense_chunks)[rows]
+            keep = ~np.isin(locals_, dead) if len(dead) else np.ones(len(locals_), dtype=bool)
+            locals_, sims = locals_[keep], sims[keep]
+            order = np.lexsort((locals_, -sims))[:k]
+            chosen = locals_[order].tolist()
+            rows_by_local = {r[0]: r[1:] for r in _rows(seg.db, "chunk", "local, id, record_id", "local", chosen)}
+            hits.extend(Hit(rows_by_local[l][0], rows_by_local[l][1], float(s)) for l, s in zip(chosen, sims[order].tolist()))
+        return _best(hits, k)
+
+
+class _Lookup:
+    """Find live rows by id across segments, newest first (a newer segment's copy replaces an older one)."""
+
+    def __init__(self, parts: LocalParts) -> None:
+        self.parts = parts
+
+    def find(self, table: str, field: str, columns: str, ids: Iterable[str]) -> dict[str, tuple]:
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, tuple] = {}
+        for si in range(len(self.parts.segments) - 1, -1, -1):
+            if not wanted:
+                break
+            dead = set(self.parts.dead[field][si].tolist())
+            for row in _rows(self.parts.segments[si].db, table, f"local, id, {columns}", "id", wanted):
+                if row[0] not in dead and row[1] not in found:
+                    found[row[1]] = row[2:]
+            wanted = [i for i in wanted if i not in found]
+        return found
+
+
+class LocalChunks(_Lookup):
+    """``ChunkStore`` over the segments' payload tables."""
+
+    def get_many(self, chunk_ids: Iterable[str]) -> dict[str, ChunkRow]:
+        rows = self.find("chunk", "chunks", "record_id, kind, title, role, text", chunk_ids)
+        return {cid: ChunkRow(cid, *row) for cid, row in rows.items()}
+
+
+class LocalRecords(_Lookup):
+    """``RecordStore``: records parsed only when asked for, a bounded cache of the recent ones."""
+
+    def __init__(self, parts: LocalParts, cache_size: int = 20_000) -> None:
+        super().__init__(parts)
+        self._cache: OrderedDict[str, Record] = OrderedDict()
+        self._texts: OrderedDict[str, RecordTexts] = OrderedDict()
+        self._lock = threading.Lock()
+        self.cache_size = cache_size
+
+    def get_many(self, record_ids: Iterable[str]) -> dict[str, Record]:
+        ids = list(dict.fromkeys(record_ids))
+        out: dict[str, Record] = {}
+        with self._lock:
+            for rid in ids:
+                if rid in self._cache:
+                    out[rid] = self._cache[rid]
+                    self._cache.move_to_end(rid)
+        missing = [rid for rid in ids if rid not in out]
+        if missing:
+            for rid, (kind, data) in self.find("record", "records", "kind, json", missing).items():
+                out[rid] = KINDS[kind].model_validate(json.loads(data))
+            with self._lock:
+                for rid in missing:
+                    if rid in out:
+                        self._cache[rid] = out[rid]
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return {rid: out[rid] for rid in ids if rid in out}
+
+    def get(self, record_id: str) -> Record | None:
+        return self.get_many([record_id]).get(record_id)
+
+    def __getitem__(self, record_id: str) -> Record:
+        record = self.get(record_id)
+        if record is None:
+            raise KeyError(record_id)
+        return record
+
+    def __contains__(self, record_id: object) -> bool:
+        return isinstance(record_id, str) and bool(self.find("record", "records", "kind", [record_id]))
+
+    def texts(self, record_ids: Iterable[str]) -> dict[str, RecordTexts]:
+        ids = list(dict.fromkeys(record_ids))
+        with self._lock:
+            out = {rid: self._texts[rid] for rid in ids if rid in self._texts}
+        missing = [rid for rid in ids if rid not in out]
+        if missing:
+            found = {rid: RecordTexts(*row) for rid, row in self.find("record", "records", "head, full", missing).items()}
+            out.update(found)
+            with self._lock:
+                self._texts.update(found)
+                while len(self._texts) > self.cache_size:
+                    self._texts.popitem(last=False)
+        return out
+
+    def count(self) -> int:
+        return self.parts.stats["records"].docs
+
+    def all(self) -> list[Record]:
+        """Every live record, oldest segment first (what a merge rebuilds from; O(records), never per question)."""
+        out: dict[str, Record] = {}
+        for si, seg in enumerate(self.parts.segments):
+            dead = set(self.parts.dead["records"][si].tolist())
+            for local, rid, kind, data in seg.db.execute("SELECT local, id, kind, json FROM record ORDER BY local"):
+                if local not in dead:
+                    out[rid] = KINDS[kind].model_validate(json.loads(data))
+        return list(out.values())
+
+    def hashes(self) -> dict[str, tuple[str, str]]:
+        """Every live record's id → (kind, content hash): what an incremental re-index compares the corpus with."""
+        out: dict[str, tuple[str, str]] = {}
+        for si in range(len(self.parts.segments) - 1, -1, -1):
+            dead = set(self.parts.dead["records"][si].tolist())
+            for local, rid, kind, digest in self.parts.segments[si].db.execute("SELECT local, id, kind, hash FROM record"):
+                if local not in dead and rid not in out:
+                    out[rid] = (kind, digest)
+        return out
+
+
+class LocalDirectory:
+    """``CraftsmanDirectory``: craftsmen and their profile vectors, read once per version."""
+
+    def __init__(self, parts: LocalParts) -> None:
+        self.parts = parts
+        self._craftsmen: list[CraftsmanProfile] | None = None
+        self._lock = threading.Lock()
+
+    def craftsmen(self) -> list[CraftsmanProfile]:
+        with self._lock:
+            if self._craftsmen is None:
+                profiles: dict[str, CraftsmanProfile] = {}
+                for si in range(len(self.parts.segments) - 1, -1, -1):
+                    seg = self.parts.segments[si]
+                    dead = set(self.parts.dead["records"][si].tolist())
+                    rows = seg.db.execute("SELECT r.local, r.id, r.json, c.dense FROM record r JOIN chunk c ON c.id = r.head_chunk "
+                                          "WHERE r.kind = 'craftsman' ORDER BY r.local").fetchall()
+                    for local, rid, data, dense in rows:
+                        if local in dead or rid in profiles or dense < 0:
+                            continue
+                        record = KINDS["craftsman"].model_validate(json.loads(data))
+                        assert isinstance(record, Craftsman)
+                        profiles[rid] = CraftsmanProfile(record, np.array(seg.vectors[dense], dtype=np.float32))
+                self._craftsmen = sorted(profiles.values(), key=lambda p: p.record.id)
+            return self._craftsmen
+
+    def trades(self) -> list[str]:
+        return sorted({t for p in self.craftsmen() for t in p.record.trades})

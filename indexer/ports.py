@@ -1,0 +1,123 @@
+"""The narrow interfaces the query pipeline asks of an index backend, addressed by ids, never by row numbers.
+
+Retrieval hands on ``Hit(chunk_id, record_id, score)``; ranking and answering ask a chunk store and a record
+store for the few ids they need (``get_many``), term statistics for idf, a craftsman directory for routing.
+The local files (``indexer/local.py``) are one implementation of each; another backend (a distributed engine)
+is another implementation of the same protocols, named in the index manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from indexer.records import Craftsman, Record
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk (or, for whole-record search, the record's head chunk) with its score."""
+
+    chunk_id: str
+    record_id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """A stored chunk: what answers quote and cross-encoders read."""
+
+    chunk_id: str
+    record_id: str
+    kind: str
+    title: str
+    role: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RecordTexts:
+    """What ranking needs of a record that does not depend on the question, computed at build time: its normalised
+    head (title and keywords) and its normalised full text."""
+
+    head: str
+    full: str
+
+
+@dataclass(frozen=True)
+class CraftsmanProfile:
+    """A craftsman (劳模工匠) and the vector of their profile (the record's head chunk)."""
+
+    record: Craftsman
+    vector: np.ndarray
+
+
+class TermStats(Protocol):
+    """Global, exact BM25 statistics over every live document of a version."""
+
+    def idf(self, term: str) -> float:
+        """Okapi idf of ``term`` over live chunks (0 for an unknown term; no floor)."""
+        ...
+
+
+class SparseSearch(Protocol):
+    def search(self, terms: Sequence[str], k: int) -> list[Hit]:
+        """Top ``k`` chunks by BM25 for the question's terms (a repeated term counts again), best first."""
+        ...
+
+    def search_records(self, terms: Sequence[str], k: int) -> list[Hit]:
+        """Top ``k`` whole records by BM25 over their full text; each hit names the record's head chunk."""
+        ...
+
+
+class DenseSearch(Protocol):
+    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+        """Top ``k`` chunks by cosine similarity to a unit ``vector``, best first (scores exact)."""
+        ...
+
+
+class ChunkStore(Protocol):
+    def get_many(self, chunk_ids: Iterable[str]) -> dict[str, ChunkRow]:
+        """The live chunks among ``chunk_ids`` (unknown or deleted ids are absent)."""
+        ...
+
+
+class RecordStore(Protocol):
+    def get_many(self, record_ids: Iterable[str]) -> dict[str, Record]:
+        """The live records among ``record_ids``."""
+        ...
+
+    def get(self, record_id: str) -> Record | None: ...
+
+    def __contains__(self, record_id: object) -> bool: ...
+
+    def texts(self, record_ids: Iterable[str]) -> dict[str, RecordTexts]:
+        """Build-time ranking texts of the live records among ``record_ids``."""
+        ...
+
+    def count(self) -> int: ...
+
+
+class CraftsmanDirectory(Protocol):
+    def craftsmen(self) -> list[CraftsmanProfile]:
+        """Every live craftsman with a profile vector (built once per version, not per question)."""
+        ...
+
+    def trades(self) -> list[str]:
+        """The trades the craftsmen cover, sorted."""
+        ...
+
+
+class IndexWriter(Protocol):
+    """Changes to an index, applied as one new version on ``commit``."""
+
+    def upsert(self, records: Sequence[Record]) -> None: ...
+
+    def delete(self, record_ids: Sequence[str]) -> None: ...
+
+    def commit(self) -> str:
+        """Write the changes and switch the serving version; returns the new version's name."""
+        ...
