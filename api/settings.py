@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     embedder_query_prefix: str = ""
     embedder_passage_prefix: str = ""
     cache_path: Path = Path.home() / ".cache" / "jiangxin" / "embeddings.sqlite3"
-    exact_max: int = 200_000
+    exact_max: int = 50_000  # vectors per segment above which dense search is approximate (IVF-SQ8, re-scored exactly)
     answer_threshold: float | None = None
     cross_encoder: str | None = None
     generator_url: str | None = None

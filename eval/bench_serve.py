@@ -57,7 +57,7 @@ def main() -> None:
     warmup, asked = queries[:5], queries[5:]
     tmp = Path(tempfile.mkdtemp(prefix="jiangxin-bench-serve-"))
     (tmp / "corpus").mkdir()
-    engine = Engine(live, TicketQueue(connect(f"sqlite:///{tmp / 'q.db'}")), EngineConfig(tmp / "corpus", index))
+    engine = Engine(live, TicketQueue(connect(f"sqlite:///{tmp / 'q.db'}"), quota_per_day=None), EngineConfig(tmp / "corpus", index))
     retriever = HybridRetriever(version)
     for q in warmup:
         engine.ask(q)

@@ -1,9 +1,11 @@
 """Records → chunks and BM25 terms, the one analysis every build, delta and merge runs.
 
-A record's text is tokenised sentence by sentence, each sentence once: a body chunk's terms are its title's terms
-followed by its sentences' terms, the record's own terms (for whole-record BM25) its title's followed by every
-sentence's. Sentences end at punctuation that jieba never joins across, so this equals tokenising each text
-whole, at about half the cost (chunks overlap by a sentence and repeat the title).
+A record's text is tokenised sentence by sentence, each distinct sentence once: a body chunk's terms are its
+title's terms followed by its sentences' terms, a head or alias chunk's the terms of its own sentences (a head
+repeats the record's first sentences), the record's own terms (for whole-record BM25) its title's followed by
+every sentence's. Sentences end at punctuation that jieba never joins across, so this equals tokenising each text
+whole (but where a sentence was cut for length), at under half the cost: chunks overlap by a sentence, repeat
+the title, and the head repeats the lead.
 
 ``analyse_batch`` turns many records into compact arrays (a batch vocabulary, term ids and counts per document)
 so that a process pool can analyse a large corpus and hand back numpy arrays rather than millions of strings.
@@ -49,8 +51,8 @@ def analyse(record: Record, tokenizer: Tokenizer) -> Analysed:
     chunks, chunk_terms = [], []
     for c, sentences in chunk_parts(record):
         chunks.append(c)
-        if sentences is None:
-            chunk_terms.append(list(terms(c.text)))
+        if sentences is None:  # a head (title and lead, cut at HEAD_CHARS) or an alias: its sentences mostly repeat
+            chunk_terms.append([t for s in split_sentences(c.text) for t in terms(s)])
         else:
             chunk_terms.append([*title, *(t for s in sentences for t in terms(s))])
     whole = list(title)

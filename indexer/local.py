@@ -90,44 +90,85 @@ class LocalSparse:
         return _best(hits, k)
 
     def scores(self, field: str, terms: Sequence[str], segment: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, matched) of every document of one segment: the BM25 core, O(postings of the terms)."""
+        """(scores, matched) of every document of one segment, nothing pruned (the reference the tests compare with)."""
+        scores, matched, _ = self._score(field, terms, segment, k=0)
+        return scores, matched
+
+    def _score(self, field: str, terms: Sequence[str], segment: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The BM25 core over one segment: (scores, matched, candidates). Exact top-``k`` with pruning in the manner
+        of MaxScore: terms are scored rarest first; once the documents touched so far hold ``k`` whose partial scores
+        all exceed what the remaining terms could add at most (their idf × the largest possible term weight), no
+        other document can enter the top ``k``; the remaining (common, long) posting lists are then only searched
+        for the touched documents that could still reach the k-th score, a set that shrinks term by term.
+        ``candidates`` is that set, scored exactly (else None: every matched document competes).
+        O(postings of the rare terms + candidates · log postings of the common ones); ``k=0`` scores everything."""
         parts = self.parts
-        seg = parts.segments[segment]
-        postings = seg.fields[field]
+        postings = parts.segments[segment].fields[field]
         n = len(postings.length)
+        idf, norm, k1 = parts.idf[field], parts.norm[field][segment], parts.params.k1
+        dead = parts.dead[field][segment]
+        counts: dict[int, int] = {}
+        for tid in parts.dictionary.ids(terms):
+            if tid >= 0:
+                counts[tid] = counts.get(tid, 0) + 1
+        entries = []
+        least = float(norm.min()) if n else 0.0
+        for tid, times in counts.items():
+            found = postings.postings(tid)
+            if found is not None:
+                docs, tf, top = found
+                bound = times * float(idf[tid]) * (k1 + 1) * (top / (top + least) if top != float("inf") else 1.0)
+                entries.append((len(docs), tid, times, docs, tf, max(bound, 0.0)))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        prunable = k > 0 and all(idf[e[1]] >= 0 for e in entries)  # with a negative weight a score could fall later
         scores = np.zeros(n, dtype=np.float64)
         matched = np.zeros(n, dtype=bool)
-        idf, norm, k1 = parts.idf[field], parts.norm[field][segment], parts.params.k1
-        weights: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
-        for tid in parts.dictionary.ids(terms):
-            if tid < 0:
+        rest = sum(e[5] for e in entries)
+        candidates: np.ndarray | None = None
+        touched, best, theta = 0, 0.0, 0.0
+        ceiling = float("inf")  # after a failed look: the k-th score can have grown by at most what was added since
+        for _, tid, times, docs, tf, bound in entries:
+            if candidates is not None:  # pruned: look the few candidates up in this (long) posting list
+                if len(docs) == 0 or len(candidates) == 0:
+                    continue
+                pos = np.minimum(np.searchsorted(docs, candidates), len(docs) - 1)
+                hit = docs[pos] == candidates
+                docs, tf = candidates[hit], tf[pos[hit]]
+            tf = tf.astype(np.float64)
+            w = idf[tid] * (tf * (k1 + 1) / (tf + norm[docs]))
+            for _ in range(times):  # a repeated question term counts again, as in rank-bm25
+                scores[docs] += w  # a term's postings name each document once
+            rest -= bound
+            if candidates is not None:  # drop those that cannot reach the k-th score even with every term left
+                candidates = candidates[scores[candidates] + rest >= theta]
                 continue
-            if tid not in weights:
-                found = postings.postings(tid)
-                if found is None:
-                    weights[tid] = None
-                else:
-                    docs, tf = found
-                    tf = tf.astype(np.float64)
-                    weights[tid] = (docs, idf[tid] * (tf * (k1 + 1) / (tf + norm[docs])))
-            entry = weights[tid]
-            if entry is None:
-                continue
-            docs, w = entry
-            scores[docs] += w  # a term's postings name each document once
             matched[docs] = True
-        dead = parts.dead[field][segment]
+            touched += len(docs)
+            if len(docs):
+                best = max(best, float(scores[docs].max()))  # partial scores only grow: the best is among these
+            ceiling += bound
+            if prunable and touched >= k and 0 < rest < min(best, ceiling):  # else the look would fail anyway
+                if len(dead):
+                    matched[dead] = False
+                alive = np.flatnonzero(matched)
+                if len(alive) >= k:
+                    theta = float(np.partition(scores[alive], len(alive) - k)[len(alive) - k])
+                    if rest < theta:  # nothing outside ``alive`` can reach the k-th score any more
+                        alive = alive[scores[alive] + rest >= theta]
+                        candidates = alive.astype(postings.docs.dtype)  # the posting lists' type: no copy in search
+                    else:
+                        ceiling = theta
         if len(dead):
             matched[dead] = False
-        return scores, matched
+        return scores, matched, candidates
 
     def _top(self, field: str, terms: Sequence[str], k: int) -> list[tuple[int, list[int], list[float]]]:
         out = []
         for si, seg in enumerate(self.parts.segments):
             if len(seg.fields[field].length) == 0:
                 continue
-            scores, matched = self.scores(field, terms, si)
-            rows = np.flatnonzero(matched)
+            scores, matched, candidates = self._score(field, terms, si, k)
+            rows = candidates if candidates is not None else np.flatnonzero(matched)
             if len(rows) == 0:
                 continue
             if len(rows) > k:
@@ -276,8 +317,11 @@ class LocalRecords(_Lookup):
                     out[rid] = KINDS[kind].model_validate(json.loads(data))
         return list(out.values())
 
-    def hashes(self) -> dict[str, tuple[str, str]]:
-        """Every live record's id → (kind, content hash): what an incremental re-index compares the corpus with."""
+    def hashes(self, record_ids: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
+        """Live records' id → (kind, content hash), of ``record_ids`` or of every record (what an incremental
+        re-index compares the corpus with)."""
+        if record_ids is not None:
+            return {rid: (kind, digest) for rid, (kind, digest) in self.find("record", "records", "kind, hash", record_ids).items()}
         out: dict[str, tuple[str, str]] = {}
         for si in range(len(self.parts.segments) - 1, -1, -1):
             dead = set(self.parts.dead["records"][si].tolist())

@@ -49,14 +49,16 @@ class FieldPostings:
     docs: np.ndarray
     tf: np.ndarray
     length: np.ndarray
+    maxtf: np.ndarray | None = None  # per present term: its largest count (a bound for pruning)
 
-    def postings(self, term_id: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(documents, counts) of a global term id, or None when the term is absent here."""
-        i = int(np.searchsorted(self.terms, term_id))
+    def postings(self, term_id: int) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """(documents, counts, largest count) of a global term id, or None when the term is absent here."""
+        i = int(np.searchsorted(self.terms, np.int32(term_id)))  # same dtype: a Python int would copy the array
         if i >= len(self.terms) or int(self.terms[i]) != term_id:
             return None
         start, end = int(self.indptr[i]), int(self.indptr[i + 1])
-        return self.docs[start:end], self.tf[start:end]
+        top = float(self.maxtf[i]) if self.maxtf is not None else float("inf")
+        return self.docs[start:end], self.tf[start:end], top
 
 
 def _csr(doc: np.ndarray, term: np.ndarray, tf: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -104,8 +106,9 @@ def write_segment(root: Path, name: str, data: SegmentData, model_id: str, ann: 
     for field in FIELDS:
         doc, term, tf = data.postings[field]
         present, indptr, docs, counts = _csr(doc, term, tf)
+        maxtf = np.maximum.reduceat(counts, indptr[:-1]) if len(present) else np.zeros(0, np.float32)
         for part, array in (("terms", present), ("indptr", indptr), ("docs", docs), ("tf", counts),
-                            ("len", np.asarray(data.lengths[field], dtype=np.int32))):
+                            ("len", np.asarray(data.lengths[field], dtype=np.int32)), ("maxtf", maxtf)):
             np.save(staging / f"{field}_{part}.npy", array)
     vectors = np.ascontiguousarray(data.vectors, dtype=np.float32)
     np.save(staging / "dense_vectors.npy", vectors)
@@ -150,6 +153,12 @@ def build_ann(vectors: np.ndarray, path: Path, ann: dict[str, Any]) -> str:
     return f"ivf{nlist}-sq8"
 
 
+def mapped(path: Path) -> np.ndarray:
+    """A saved array memory-mapped read-only, as a plain ndarray view (``np.memmap``'s own indexing costs microseconds
+    per slice, which adds up over a question's posting lists)."""
+    return np.asarray(np.load(path, mmap_mode="r"))
+
+
 class Segment:
     """A segment opened for reading: postings and vectors mapped, payload rows fetched by SQL."""
 
@@ -167,10 +176,12 @@ class Segment:
         self.n_chunks: int = self.meta["chunks"]
         self.n_records: int = self.meta["records"]
         try:
-            self.fields = {f: FieldPostings(*(np.load(self.path / f"{f}_{part}.npy", mmap_mode="r")
-                                              for part in ("terms", "indptr", "docs", "tf", "len"))) for f in FIELDS}
-            self.vectors = np.load(self.path / "dense_vectors.npy", mmap_mode="r")
-            self.dense_chunks = np.load(self.path / "dense_chunks.npy", mmap_mode="r")
+            self.fields = {f: FieldPostings(*(mapped(self.path / f"{f}_{part}.npy")
+                                              for part in ("terms", "indptr", "docs", "tf", "len")),
+                                            np.load(self.path / f"{f}_maxtf.npy") if (self.path / f"{f}_maxtf.npy").exists() else None)
+                           for f in FIELDS}
+            self.vectors = mapped(self.path / "dense_vectors.npy")
+            self.dense_chunks = mapped(self.path / "dense_chunks.npy")
             self.ann = faiss.read_index(str(self.path / "dense.faiss")) if self.meta.get("ann") else None
         except (OSError, ValueError, RuntimeError) as exc:
             raise IndexCorrupt(f"segment {self.path.name} cannot be read: {exc}") from exc

@@ -56,9 +56,9 @@ class TermDictionary:
             with open(folder / "terms.bin", "rb") as handle:  # the map keeps its own descriptor
                 size = os.fstat(handle.fileno()).st_size
                 self._blob = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-            self.offsets = np.load(folder / "terms_offsets.npy", mmap_mode="r")
-            self.sorted = np.load(folder / "terms_sorted.npy", mmap_mode="r")
-            self.df = {f: np.load(folder / f"df_{f}.npy", mmap_mode="r") for f in FIELDS}
+            self.offsets = np.asarray(np.load(folder / "terms_offsets.npy", mmap_mode="r"))  # plain views: fast indexing
+            self.sorted = np.asarray(np.load(folder / "terms_sorted.npy", mmap_mode="r"))
+            self.df = {f: np.asarray(np.load(folder / f"df_{f}.npy", mmap_mode="r")) for f in FIELDS}
         except (OSError, ValueError) as exc:
             raise IndexCorrupt(f"term dictionary in {folder} cannot be read: {exc}") from exc
         self.size = len(self.sorted)

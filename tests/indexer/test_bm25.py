@@ -1,7 +1,7 @@
 """The BM25 core over segments scores exactly as rank-bm25's BM25Okapi on the same tokens."""
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from rank_bm25 import BM25Okapi
 
 from indexer.local import LocalParts, LocalSparse
@@ -62,6 +62,23 @@ def test_top10_ids_and_scores_equal_rank_bm25(tmp_path_factory, corpus, query):
 
 def test_postings_are_memory_mapped_and_unknown_terms_score_nothing(tmp_path):
     sparse = sparse_over(tmp_path, [["细长轴", "振动", "跟刀架"], ["焊缝", "气孔"], ["细长轴", "直线度", "直线度"]])
-    assert isinstance(sparse.parts.segments[0].fields["chunks"].docs, np.memmap)
+    assert isinstance(sparse.parts.segments[0].fields["chunks"].docs.base, np.memmap)  # a view of the mapped file
     assert sparse.search(["未登录词"], 10) == []
     assert [h.chunk_id for h in sparse.search(["直线度", "细长轴"], 10)] == ["c2", "c0"]
+
+
+SKEWED = ["常"] * 20 + ["中"] * 8 + [f"稀{i}" for i in range(30)]  # two common terms, thirty rare ones
+skewed_docs = st.lists(st.lists(st.sampled_from(SKEWED), min_size=1, max_size=30), min_size=20, max_size=300)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(skewed_docs, st.lists(st.sampled_from(sorted(set(SKEWED))), min_size=2, max_size=8), st.sampled_from([1, 3, 10]))
+def test_pruned_top_k_equals_scoring_everything(tmp_path_factory, corpus, query, k):
+    """Where the common terms are skipped for documents that cannot make the top k, the top k is unchanged."""
+    sparse = sparse_over(tmp_path_factory.mktemp("prune"), corpus)
+    assume(sparse._score("chunks", query, 0, k)[2] is not None)  # only cases where pruning happened
+    full, matched = sparse.scores("chunks", query, 0)
+    expected = np.sort(full[np.flatnonzero(matched)])[::-1][:k]
+    hits = sparse.search(query, k)
+    assert np.allclose([h.score for h in hits], expected, rtol=0, atol=1e-9)
+    assert all(abs(full[int(h.chunk_id[1:])] - h.score) < 1e-9 for h in hits)  # each returned score is its full score
