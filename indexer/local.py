@@ -91,16 +91,18 @@ class LocalSparse:
 
     def scores(self, field: str, terms: Sequence[str], segment: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, matched) of every document of one segment, nothing pruned (the reference the tests compare with)."""
-        scores, matched, _ = self._score(field, terms, segment, k=0)
+        scores, matched, _, _ = self._score(field, terms, segment, k=0)
         return scores, matched
 
-    def _score(self, field: str, terms: Sequence[str], segment: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The BM25 core over one segment: (scores, matched, candidates). Exact top-``k`` with pruning in the manner
+    def _score(self, field: str, terms: Sequence[str], segment: int,
+               k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[np.ndarray]]:
+        """The BM25 core over one segment: (scores, matched, candidates, touched). Exact top-``k`` with pruning in the manner
         of MaxScore: terms are scored rarest first; once the documents touched so far hold ``k`` whose partial scores
         all exceed what the remaining terms could add at most (their idf × the largest possible term weight), no
         other document can enter the top ``k``; the remaining (common, long) posting lists are then only searched
         for the touched documents that could still reach the k-th score, a set that shrinks term by term.
-        ``candidates`` is that set, scored exactly (else None: every matched document competes).
+        ``candidates`` is that set, scored exactly (else None: every matched document competes). With ``k`` the
+        arrays come from a pool (``touched`` lists what to clear when giving them back, see ``_top``).
         O(postings of the rare terms + candidates · log postings of the common ones); ``k=0`` scores everything."""
         parts = self.parts
         postings = parts.segments[segment].fields[field]
@@ -121,8 +123,8 @@ class LocalSparse:
                 entries.append((len(docs), tid, times, docs, tf, max(bound, 0.0)))
         entries.sort(key=lambda e: (e[0], e[1]))
         prunable = k > 0 and all(idf[e[1]] >= 0 for e in entries)  # with a negative weight a score could fall later
-        scores = np.zeros(n, dtype=np.float64)
-        matched = np.zeros(n, dtype=bool)
+        scores, matched = _SCRATCH.take(n) if k else (np.zeros(n, dtype=np.float64), np.zeros(n, dtype=bool))
+        touched_arrays: list[np.ndarray] = []
         rest = sum(e[5] for e in entries)
         candidates: np.ndarray | None = None
         touched, best, theta = 0, 0.0, 0.0
@@ -140,9 +142,10 @@ class LocalSparse:
                 scores[docs] += w  # a term's postings name each document once
             rest -= bound
             if candidates is not None:  # drop those that cannot reach the k-th score even with every term left
-                candidates = candidates[scores[candidates] + rest >= theta]
+                candidates = candidates[scores[candidates] + rest + _SLACK * (1 + theta) >= theta]
                 continue
             matched[docs] = True
+            touched_arrays.append(docs)
             touched += len(docs)
             if len(docs):
                 best = max(best, float(scores[docs].max()))  # partial scores only grow: the best is among these
@@ -153,29 +156,66 @@ class LocalSparse:
                 alive = np.flatnonzero(matched)
                 if len(alive) >= k:
                     theta = float(np.partition(scores[alive], len(alive) - k)[len(alive) - k])
-                    if rest < theta:  # nothing outside ``alive`` can reach the k-th score any more
-                        alive = alive[scores[alive] + rest >= theta]
+                    if rest + _SLACK * (1 + theta) < theta:  # nothing outside ``alive`` can reach the k-th score
+                        alive = alive[scores[alive] + rest + _SLACK * (1 + theta) >= theta]
                         candidates = alive.astype(postings.docs.dtype)  # the posting lists' type: no copy in search
                     else:
                         ceiling = theta
         if len(dead):
             matched[dead] = False
-        return scores, matched, candidates
+        return scores, matched, candidates, touched_arrays
 
     def _top(self, field: str, terms: Sequence[str], k: int) -> list[tuple[int, list[int], list[float]]]:
         out = []
         for si, seg in enumerate(self.parts.segments):
             if len(seg.fields[field].length) == 0:
                 continue
-            scores, matched, candidates = self._score(field, terms, si, k)
+            scores, matched, candidates, touched = self._score(field, terms, si, k)
             rows = candidates if candidates is not None else np.flatnonzero(matched)
-            if len(rows) == 0:
-                continue
             if len(rows) > k:
                 rows = rows[np.argpartition(-scores[rows], k - 1)[:k]]
             rows = rows[np.lexsort((rows, -scores[rows]))]
-            out.append((si, rows.tolist(), scores[rows].tolist()))
+            found = (si, rows.tolist(), scores[rows].tolist())
+            _SCRATCH.give(scores, matched, touched)
+            if found[1]:
+                out.append(found)
         return out
+
+
+_SLACK = 1e-9  # relative: ``rest`` is a running difference of sums and may sit a rounding error below the truth
+
+
+class _ScratchPool:
+    """Score and match arrays reused across questions (a million-document segment costs 9 MB to allocate and zero
+    each time); only what a question touched is cleared on return, and a few arrays per size are kept."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._free: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            free = self._free.get(n)
+            if free:
+                return free.pop()
+        return np.zeros(n, dtype=np.float64), np.zeros(n, dtype=bool)
+
+    def give(self, scores: np.ndarray, matched: np.ndarray, touched: list[np.ndarray]) -> None:
+        if sum(len(d) for d in touched) > len(scores) // 8:
+            scores.fill(0.0)
+            matched.fill(False)
+        else:
+            for docs in touched:
+                scores[docs] = 0.0
+                matched[docs] = False
+        with self._lock:
+            free = self._free.setdefault(len(scores), [])
+            if len(free) < self.keep:
+                free.append((scores, matched))
+
+
+_SCRATCH = _ScratchPool()
 
 
 def _best(hits: list[Hit], k: int) -> list[Hit]:
