@@ -79,7 +79,8 @@ def index(corpus: CorpusOpt = None, index: IndexOpt = None,
           merge: Annotated[bool, typer.Option("--merge", help="fold the delta segments into one base (no re-embedding)")] = False) -> None:
     """Make the index match the corpus (a delta segment for what changed, a full build when the dictionary changed
     or with --full) and switch to the new version; --merge folds deltas into one segment."""
-    from indexer.build import BuildOptions, build_index, merge as merge_segments
+    from indexer.build import BuildOptions, build_index
+    from indexer.merge import merge as merge_segments
     from indexer.embedders import EmbeddingCache, load_embedder
     from indexer.store import IndexStore
 
@@ -95,7 +96,10 @@ def index(corpus: CorpusOpt = None, index: IndexOpt = None,
         options = BuildOptions(full=full, skip_invalid=skip_invalid, exact_max=values.exact_max)
         with Progress(*columns, console=err, transient=False) as bars:
             if merge:
-                report = merge_segments(values.index_dir, embedder, options, RichProgress(bars))
+                report = merge_segments(values.index_dir, embedder, options)
+                if report is None:
+                    out.print("nothing to merge: the index is one segment without tombstones", highlight=False)
+                    return
             else:
                 report = build_index(values.corpus_dir, values.index_dir, embedder, cache, options, RichProgress(bars))
     except JiangxinError as exc:

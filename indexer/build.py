@@ -4,8 +4,8 @@
 the tokenizer's dictionary is unchanged it applies only the difference as a delta (``apply_changes``): the
 changed records' chunks are analysed, embedded (through the cache) and written as a new segment, the old copies
 become tombstones, and the term statistics are updated exactly. Otherwise — or with ``full`` — everything is
-analysed again into one segment (in a process pool for large corpora). ``merge`` folds the deltas back into one
-base segment without re-embedding.
+analysed again into one segment (in a process pool for large corpora). ``indexer.merge`` folds the deltas back
+into one segment without re-tokenising or re-embedding.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ DICTIONARY_FILE = "dictionary.txt"
 STOPWORDS_FILE = "stopwords.txt"
 POOL_MIN_RECORDS = 4000
 BATCH = 1000
+DELTA_WAIT = 60.0  # seconds a delta waits for another writer of the index
 DELTA_MAX = 2000  # changed records above which (and above a quarter of the index) a build is full
 
 
@@ -129,21 +130,33 @@ def apply_changes(index_dir: Path, embedder: Embedder, cache: EmbeddingCache | N
                   deletes: Sequence[str] = (), options: BuildOptions = BuildOptions()) -> BuildReport:
     """Apply record upserts and deletions to the serving version as one delta segment and switch to it."""
     store = IndexStore(Path(index_dir))
-    with store.writing():
+    with store.writing(wait=DELTA_WAIT):  # a merge switching or another publish holds the lock for moments
         current = _serving(store, embedder, required=True)
         assert current is not None
         return _apply(store, current, list(upserts), list(deletes), embedder, cache, options)
 
 
-def merge(index_dir: Path, embedder: Embedder, options: BuildOptions = BuildOptions(), progress: Progress | None = None) -> BuildReport:
-    """Fold every segment of the serving version into one base segment (vectors reused, nothing re-embedded)."""
-    store = IndexStore(Path(index_dir))
-    with store.writing():
-        current = _serving(store, embedder, required=True)
-        assert current is not None
-        records = current.records.all()
-        return _full(store, records, current.tokenizer.words, sorted(current.tokenizer.stopwords), embedder, None, options,
-                     progress or Progress(), current, fingerprint=current.manifest.get("corpus_fingerprint", ""))
+class LocalWriter:
+    """``IndexWriter`` (indexer/ports.py) over the local files: changes are collected and applied as one delta
+    segment on ``commit`` (the last change of an id wins)."""
+
+    def __init__(self, index_dir: Path, embedder: Embedder, cache: EmbeddingCache | None = None,
+                 options: BuildOptions = BuildOptions()) -> None:
+        self.index_dir, self.embedder, self.cache, self.options = Path(index_dir), embedder, cache, options
+        self._changes: dict[str, Record | None] = {}
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        self._changes.update({r.id: r for r in records})
+
+    def delete(self, record_ids: Sequence[str]) -> None:
+        self._changes.update({rid: None for rid in record_ids})
+
+    def commit(self) -> str:
+        changes, self._changes = self._changes, {}
+        report = apply_changes(self.index_dir, self.embedder, self.cache,
+                               [r for r in changes.values() if r is not None],
+                               [rid for rid, r in changes.items() if r is None], self.options)
+        return report.version
 
 
 def _serving(store: IndexStore, embedder: Embedder, required: bool = False):

@@ -245,7 +245,7 @@ class LocalDense:
                 seg.ann.nprobe = self.nprobe
                 _, ids = seg.ann.search(query.reshape(1, -1), min(n, want * self.overfetch))
                 rows = np.sort(ids[0][ids[0] >= 0])
-                sims = np.asarray(seg.vectors[rows], dtype=np.float32) @ query
+                sims = seg.vector_rows(rows) @ query
             else:
                 all_sims = np.asarray(seg.vectors) @ query
                 rows = np.argpartition(-all_sims, want - 1)[:want] if want < n else np.arange(n)

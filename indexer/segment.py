@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import sqlite3
@@ -155,8 +156,13 @@ def build_ann(vectors: np.ndarray, path: Path, ann: dict[str, Any]) -> str:
 
 def mapped(path: Path) -> np.ndarray:
     """A saved array memory-mapped read-only, as a plain ndarray view (``np.memmap``'s own indexing costs microseconds
-    per slice, which adds up over a question's posting lists)."""
-    return np.asarray(np.load(path, mmap_mode="r"))
+    per slice, which adds up over a question's posting lists). Read-ahead is off: questions read scattered posting
+    lists, and read-ahead would make resident (and count in the process's memory) pages nobody asked for."""
+    array = np.load(path, mmap_mode="r")
+    raw = getattr(array, "_mmap", None)
+    if raw is not None and hasattr(raw, "madvise"):
+        raw.madvise(mmap.MADV_RANDOM)
+    return np.asarray(array)
 
 
 class Segment:
@@ -181,11 +187,24 @@ class Segment:
                                             np.load(self.path / f"{f}_maxtf.npy") if (self.path / f"{f}_maxtf.npy").exists() else None)
                            for f in FIELDS}
             self.vectors = mapped(self.path / "dense_vectors.npy")
+            self._vector_offset = int(np.load(self.path / "dense_vectors.npy", mmap_mode="r").offset)
             self.dense_chunks = mapped(self.path / "dense_chunks.npy")
             self.ann = faiss.read_index(str(self.path / "dense.faiss")) if self.meta.get("ann") else None
         except (OSError, ValueError, RuntimeError) as exc:
             raise IndexCorrupt(f"segment {self.path.name} cannot be read: {exc}") from exc
         self._local = threading.local()
+
+    def vector_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Some rows of the vectors, read from the file (not through the map: a few hundred scattered rows per
+        question would otherwise leave, question after question, the whole file resident in this process)."""
+        dim = self.vectors.shape[1]
+        size = dim * 4
+        out = np.empty((len(rows), dim), dtype=np.float32)
+        with open(self.path / "dense_vectors.npy", "rb", buffering=0) as handle:
+            fd = handle.fileno()
+            for i, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
+                out[i] = np.frombuffer(os.pread(fd, size, self._vector_offset + row * size), dtype=np.float32)
+        return out
 
     @property
     def db(self) -> sqlite3.Connection:

@@ -35,6 +35,7 @@ from indexer.errors import IndexBusy, IndexCorrupt, IndexNotFound
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 KEEP_VERSIONS = 3
+SEGMENT_GRACE = 3600.0  # seconds an unlisted segment is kept (a merge in progress lists it only when it switches)
 
 
 def fsync_dir(path: Path) -> None:
@@ -114,14 +115,20 @@ class IndexStore:
         return sorted(p.name for p in self.versions_dir.iterdir() if (p / MANIFEST).exists())
 
     @contextmanager
-    def writing(self) -> Iterator[None]:
-        """Exclusive right to build in this root (an OS file lock, released when the process dies)."""
+    def writing(self, wait: float = 0.0) -> Iterator[None]:
+        """Exclusive right to change this root (an OS file lock, released when the process dies); waits up to
+        ``wait`` seconds for another writer, then ``IndexBusy``."""
         self.root.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait
         with open(self.root / ".build.lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise IndexBusy(f"another index build is running in {self.root}; try again when it is done") from None
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise IndexBusy(f"another index build is running in {self.root}; try again when it is done") from None
+                    time.sleep(0.05)
             try:
                 yield
             finally:
@@ -200,5 +207,6 @@ class IndexStore:
         segments = self.root / "segments"
         if segments.exists():
             for folder in segments.iterdir():
-                if not folder.name.startswith(".") and folder.name not in used:
+                # a young unlisted segment may be a merge waiting to switch; a crashed one goes at a later prune
+                if not folder.name.startswith(".") and folder.name not in used and time.time() - folder.stat().st_mtime > SEGMENT_GRACE:
                     shutil.rmtree(folder, ignore_errors=True)

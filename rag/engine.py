@@ -146,6 +146,7 @@ class EngineConfig:
     fusion: FusionParams = DEFAULT_FUSION
     generator: GeneratorConfig | None = None
     cross_encoder: str | None = None
+    merge_after: int = 8  # delta segments at which a publish starts a background merge
 
 
 class Engine:
@@ -162,6 +163,8 @@ class Engine:
         self._scope: ScopeModel | None | bool = False  # False: not loaded yet
         self._reranker = None
         self.build_lock = threading.Lock()
+        self._merge_lock = threading.Lock()
+        self._merging: threading.Thread | None = None
         self.session = sessions(queue.engine)
 
     @property
@@ -379,7 +382,7 @@ class Engine:
                 report = apply_changes(self.config.index_dir, self.live.embedder, self.cache, upserts=[record])  # a delta
                 built = True
                 self.live.refresh(wait=True)  # served before this returns: the next asker gets the answer
-                return self.queue.mark_published(ticket_id, record.id), report
+                published = self.queue.mark_published(ticket_id, record.id)
             except BaseException:
                 try:
                     if written:  # an answer that did not go live must not go live with the next re-index either
@@ -390,3 +393,39 @@ class Engine:
                 except Exception:
                     log.exception("ticket %s stays publishing: it could not be moved back to answered", ticket_id)
                 raise
+        self._merge_when_fragmented()
+        return published, report
+
+    def _merge_when_fragmented(self) -> None:
+        """Start a background merge (one per process) once the serving version has ``merge_after`` deltas; the merge
+        folds them into one segment without the index lock and switches in a moment (indexer/merge.py)."""
+        try:
+            deltas = len(self.live.get().manifest["segments"]) - 1
+        except JiangxinError:
+            return
+        if deltas < self.config.merge_after:
+            return
+        with self._merge_lock:
+            if self._merging is not None and self._merging.is_alive():
+                return
+            self._merging = threading.Thread(target=self._merge, name="index-merge", daemon=True)
+            self._merging.start()
+
+    def _merge(self) -> None:
+        from indexer.merge import merge
+
+        try:
+            report = merge(self.config.index_dir, self.live.embedder)
+            if report is not None:
+                log.info("merged the index into version %s in %.1fs", report.version, report.seconds["total"])
+                self.live.refresh()
+        except JiangxinError as exc:
+            log.warning("background merge failed (the deltas keep serving): %s", exc)
+        except Exception:  # noqa: BLE001 - a background job must report, not vanish
+            log.exception("background merge failed (the deltas keep serving)")
+
+    def wait_for_merge(self, timeout: float | None = None) -> None:
+        """Wait for a running background merge (tests, shutdown)."""
+        thread = self._merging
+        if thread is not None:
+            thread.join(timeout)

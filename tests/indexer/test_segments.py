@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from indexer.build import BuildOptions, apply_changes, build_index
+from indexer.build import BuildOptions, LocalWriter, apply_changes, build_index
 from indexer.records import CorpusLoad, Passage
 from indexer.store import IndexStore
 from indexer.version import IndexVersion
@@ -45,12 +45,6 @@ def assert_same(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) 
         assert np.allclose([a[key][i] for i in a[key]], [b[key][i] for i in a[key]], rtol=0, atol=1e-6), key
 
 
-def apply(index: Path, embedder, pending: dict[str, Passage | None]) -> None:
-    apply_changes(index, embedder, None, [r for r in pending.values() if r is not None],
-                  [rid for rid, r in pending.items() if r is None], NO_VECTORS)
-    pending.clear()
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(texts, min_size=1, max_size=6), operations, st.booleans())
 def test_deltas_score_as_a_fresh_full_build(tmp_path_factory, embedder, initial, ops, batched):
@@ -58,16 +52,17 @@ def test_deltas_score_as_a_fresh_full_build(tmp_path_factory, embedder, initial,
     corpus = corpus_folder(tmp)
     live = {f"p-{i}": Passage(id=f"p-{i}", text=t) for i, t in enumerate(initial)}
     build_index(corpus, tmp / "grown", embedder, None, NO_VECTORS, load=CorpusLoad(list(live.values())))
-    pending: dict[str, Passage | None] = {}  # a batch carries each id's last change
+    writer = LocalWriter(tmp / "grown", embedder, None, NO_VECTORS)  # a batch carries each id's last change
     for op, rid, text in ops:
         if op == "upsert":
-            live[rid] = pending[rid] = Passage(id=rid, text=text)
+            live[rid] = Passage(id=rid, text=text)
+            writer.upsert([live[rid]])
         else:
             live.pop(rid, None)
-            pending[rid] = None
+            writer.delete([rid])
         if not batched:
-            apply(tmp / "grown", embedder, pending)
-    apply(tmp / "grown", embedder, pending)
+            writer.commit()
+    writer.commit()
     build_index(corpus, tmp / "fresh", embedder, None, NO_VECTORS, load=CorpusLoad(list(live.values())))
     grown = IndexVersion(IndexStore(tmp / "grown").current_path(), embedder)
     fresh = IndexVersion(IndexStore(tmp / "fresh").current_path(), embedder)
@@ -77,7 +72,7 @@ def test_deltas_score_as_a_fresh_full_build(tmp_path_factory, embedder, initial,
 
 
 def test_merge_folds_deltas_into_one_segment_with_the_same_scores(tmp_path, embedder):
-    from indexer.build import merge
+    from indexer.merge import merge
 
     corpus = corpus_folder(tmp_path)
     records = [Passage(id=f"p-{i}", text="细长轴振动。跟刀架。" * (i + 1)) for i in range(5)]
@@ -90,3 +85,27 @@ def test_merge_folds_deltas_into_one_segment_with_the_same_scores(tmp_path, embe
     after = IndexVersion(IndexStore(tmp_path / "i").current_path(), embedder)
     assert len(after.manifest["segments"]) == 1 and not after.manifest["dead"]
     assert_same(all_scores(before), all_scores(after))
+
+
+def test_what_is_published_while_a_merge_runs_is_kept(tmp_path, embedder):
+    from indexer.merge import prepare, switch
+
+    corpus = corpus_folder(tmp_path)
+    live = {f"p-{i}": Passage(id=f"p-{i}", text="细长轴振动。跟刀架。" * (i + 1)) for i in range(6)}
+    build_index(corpus, tmp_path / "i", embedder, None, NO_VECTORS, load=CorpusLoad(list(live.values())))
+    apply_changes(tmp_path / "i", embedder, None, [Passage(id="p-1", text="焊缝气孔。")], ["p-2"], NO_VECTORS)
+    live["p-1"] = Passage(id="p-1", text="焊缝气孔。")
+    del live["p-2"]
+    pending = prepare(tmp_path / "i", embedder, NO_VECTORS)  # the merged segment is written from this snapshot ...
+    changes = [Passage(id="p-3", text="变频器过电流报警。"), Passage(id="p-1", text="输送带跑偏。托辊。"), Passage(id="p-7", text="液压泄漏。")]
+    apply_changes(tmp_path / "i", embedder, None, changes, ["p-0", "p-5"], NO_VECTORS)  # ... while these are published
+    live.update({r.id: r for r in changes})
+    del live["p-0"], live["p-5"]
+    report = switch(pending)
+    assert report is not None
+    merged = IndexVersion(IndexStore(tmp_path / "i").current_path(), embedder)
+    assert len(merged.manifest["segments"]) == 2  # the merged segment, then the delta published meanwhile
+    build_index(corpus, tmp_path / "fresh", embedder, None, NO_VECTORS, load=CorpusLoad(list(live.values())))
+    fresh = IndexVersion(IndexStore(tmp_path / "fresh").current_path(), embedder)
+    assert sorted(merged.records.hashes()) == sorted(live)
+    assert_same(all_scores(merged), all_scores(fresh))
