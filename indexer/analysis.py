@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from itertools import repeat
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,24 +90,31 @@ class AnalysedBatch:
     records: Postings
 
 
-def _postings(docs: Sequence[Sequence[str]], vocab: dict[str, int]) -> Postings:
+class _Vocabulary(dict):
+    """Term → id, a new term getting the next id on first lookup (so a whole document maps in one C-level loop)."""
+
+    def __missing__(self, term: str) -> int:
+        self[term] = found = len(self)
+        return found
+
+
+def _postings(docs: Sequence[Sequence[str]], vocab: _Vocabulary) -> Postings:
     doc_ids: list[int] = []
     term_ids: list[int] = []
     counts: list[int] = []
-    lengths = np.zeros(len(docs), dtype=np.int32)
     for d, terms in enumerate(docs):
-        lengths[d] = len(terms)
-        for term, tf in Counter(terms).items():
-            doc_ids.append(d)
-            term_ids.append(vocab.setdefault(term, len(vocab)))
-            counts.append(tf)
+        counted = Counter(terms)
+        term_ids.extend(map(vocab.__getitem__, counted))
+        counts.extend(counted.values())
+        doc_ids.extend(repeat(d, len(counted)))
+    lengths = np.fromiter(map(len, docs), dtype=np.int32, count=len(docs))
     return Postings(np.asarray(doc_ids, dtype=np.int32), np.asarray(term_ids, dtype=np.int32),
                     np.asarray(counts, dtype=np.int32), lengths)
 
 
 def analyse_batch(records: Sequence[Record], tokenizer: Tokenizer) -> AnalysedBatch:
     """Analyse ``records`` into arrays (see ``AnalysedBatch``)."""
-    vocab: dict[str, int] = {}
+    vocab = _Vocabulary()
     chunk_rows, record_rows, chunk_docs, record_docs = [], [], [], []
     for record in records:
         a = analyse(record, tokenizer)

@@ -23,6 +23,7 @@ import os
 import shutil
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,30 +99,18 @@ def write_segment(root: Path, name: str, data: SegmentData, model_id: str, ann: 
     staging = segments / f".staging-{name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    db = sqlite3.connect(staging / "payload.sqlite")
-    db.executescript(SCHEMA)
-    db.executemany("INSERT INTO chunk VALUES (?,?,?,?,?,?,?,?)", ((i, *row) for i, row in enumerate(data.chunk_rows)))
-    db.executemany("INSERT INTO record VALUES (?,?,?,?,?,?,?,?)", ((i, *row) for i, row in enumerate(data.record_rows)))
-    db.commit()
-    db.close()
-    for field in FIELDS:
-        doc, term, tf = data.postings[field]
-        present, indptr, docs, counts = _csr(doc, term, tf)
-        maxtf = np.maximum.reduceat(counts, indptr[:-1]) if len(present) else np.zeros(0, np.float32)
-        for part, array in (("terms", present), ("indptr", indptr), ("docs", docs), ("tf", counts),
-                            ("len", np.asarray(data.lengths[field], dtype=np.int32)), ("maxtf", maxtf)):
-            np.save(staging / f"{field}_{part}.npy", array)
-    vectors = np.ascontiguousarray(data.vectors, dtype=np.float32)
-    np.save(staging / "dense_vectors.npy", vectors)
-    np.save(staging / "dense_chunks.npy", np.asarray(data.dense_chunks, dtype=np.int32))
-    ann_kind = None
-    if ann and len(vectors) >= ann.get("min_vectors", 1):
-        ann_kind = build_ann(vectors, staging / "dense.faiss", ann)
+    with ThreadPoolExecutor(2) as pool:  # SQLite and numpy/faiss release the GIL for much of their work
+        payload = pool.submit(_write_payload, staging / "payload.sqlite", data)
+        ann_kind = _write_arrays(staging, data, ann)
+        payload.result()
+        paths = sorted(staging.iterdir())
+        digests = list(pool.map(_sha256, paths))
     files = {}
-    for path in sorted(staging.iterdir()):
+    for path, digest in zip(paths, digests):
         with open(path, "rb+") as handle:
             os.fsync(handle.fileno())
-        files[path.name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        files[path.name] = {"sha256": digest, "bytes": path.stat().st_size}
+    vectors = data.vectors
     meta = {"name": name, "chunks": len(data.chunk_rows), "records": len(data.record_rows), "dense": len(vectors),
             "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0, "model": model_id, "ann": ann_kind, "files": files}
     with open(staging / "meta.json", "w", encoding="utf-8") as handle:
@@ -136,6 +125,31 @@ def write_segment(root: Path, name: str, data: SegmentData, model_id: str, ann: 
     finally:
         os.close(fd)
     return final
+
+
+def _write_payload(path: Path, data: SegmentData) -> None:
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
+    db.executemany("INSERT INTO chunk VALUES (?,?,?,?,?,?,?,?)", ((i, *row) for i, row in enumerate(data.chunk_rows)))
+    db.executemany("INSERT INTO record VALUES (?,?,?,?,?,?,?,?)", ((i, *row) for i, row in enumerate(data.record_rows)))
+    db.commit()
+    db.close()
+
+
+def _write_arrays(staging: Path, data: SegmentData, ann: dict[str, Any] | None) -> str | None:
+    for field in FIELDS:
+        doc, term, tf = data.postings[field]
+        present, indptr, docs, counts = _csr(doc, term, tf)
+        maxtf = np.maximum.reduceat(counts, indptr[:-1]) if len(present) else np.zeros(0, np.float32)
+        for part, array in (("terms", present), ("indptr", indptr), ("docs", docs), ("tf", counts),
+                            ("len", np.asarray(data.lengths[field], dtype=np.int32)), ("maxtf", maxtf)):
+            np.save(staging / f"{field}_{part}.npy", array)
+    vectors = np.ascontiguousarray(data.vectors, dtype=np.float32)
+    np.save(staging / "dense_vectors.npy", vectors)
+    np.save(staging / "dense_chunks.npy", np.asarray(data.dense_chunks, dtype=np.int32))
+    if ann and len(vectors) >= ann.get("min_vectors", 1):
+        return build_ann(vectors, staging / "dense.faiss", ann)
+    return None
 
 
 def build_ann(vectors: np.ndarray, path: Path, ann: dict[str, Any]) -> str:

@@ -80,6 +80,8 @@ class Tokenizer:
         self.stopwords = stopwords
         self._jieba = _derived_jieba(words)
         self._lock = threading.Lock()
+        self._kept: set[str] = set()
+        self._dropped: set[str] = set()
 
     @property
     def fingerprint(self) -> str:
@@ -104,8 +106,18 @@ class Tokenizer:
                 continue
             with self._lock:
                 cut = list(self._jieba.cut_for_search(piece, HMM=True))
-            tokens.extend(t for t in cut if t.strip() and t not in self.stopwords and not _PUNCT_ONLY.match(t))
+            kept, dropped = self._kept, self._dropped
+            tokens.extend(t for t in cut if t in kept or (t not in dropped and self._keep(t)))
         return tokens
+
+    def _keep(self, token: str) -> bool:
+        """Whether a jieba token is a term (not space, a stop word or punctuation); remembered per token."""
+        keep = bool(token.strip()) and token not in self.stopwords and not _PUNCT_ONLY.match(token)
+        remembered = self._kept if keep else self._dropped
+        if len(remembered) > 500_000:
+            remembered.clear()
+        remembered.add(token)
+        return keep
 
 
 def load_tokenizer(dictionary_file: Path, stopwords_file: Path) -> Tokenizer:
