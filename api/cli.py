@@ -118,6 +118,107 @@ def index(corpus: CorpusOpt = None, index: IndexOpt = None,
     out.print(table)
 
 
+@app.command("import")
+def import_command(file: Annotated[Path, typer.Argument(help="XLSX or CSV file, one record per row, headers in the first row")],
+                   kind: Annotated[str, typer.Option("--kind", help="standard_question, achievement, course, craftsman or passage")],
+                   maps: Annotated[Optional[list[str]], typer.Option("--map", help="列名=field: read that column as the field "
+                                                                  "(repeat; field - ignores the column)")] = None,
+                   dry_run: Annotated[bool, typer.Option("--dry-run", help="show the mapping and what would change; write nothing")] = False,
+                   skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="import the good rows, list the bad ones")] = False,
+                   corpus: CorpusOpt = None, index: IndexOpt = None) -> None:
+    """Import a spreadsheet's rows as records of one kind: all rows or none (unless --skip-invalid), then update the
+    index (when --index is given, or the default index exists and --corpus is not given)."""
+    from indexer.sheets import SheetInvalid, import_rows, parse_sheet
+
+    values = settings(index, corpus)
+    overrides: dict[str, str] = {}
+    for spec in maps or []:
+        header, sep, target = spec.rpartition("=")
+        if not sep or not header.strip() or not target.strip():
+            fail(JiangxinError(f"--map {spec!r}: expected 列名=field, e.g. --map 标准问题=question"))
+        overrides[header.strip()] = target.strip()
+    try:
+        parsed = parse_sheet(file, kind, overrides)
+    except JiangxinError as exc:
+        fail(exc)
+    _print_sheet_preview(parsed)
+    try:
+        report = import_rows(parsed, values.corpus_dir, dry_run=dry_run, skip_invalid=skip_invalid)
+    except SheetInvalid as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem))
+        fail(JiangxinError(f"{len(exc.problems)} bad row(s) listed above; nothing was imported (fix them, or pass "
+                           "--skip-invalid to import the other rows)"))
+    except JiangxinError as exc:
+        fail(exc)
+    for problem in report.skipped:
+        typer.echo(f"skipped: {problem}")
+    done = report.outcome
+    table = Table(title=f"{kind} → {values.corpus_dir}" + (" (dry run: nothing written)" if dry_run else ""),
+                  show_header=False)
+    table.add_row("added", str(len(done.added)))
+    table.add_row("updated", str(len(done.updated)))
+    table.add_row("unchanged", str(len(done.unchanged)))
+    table.add_row("skipped (bad rows)", str(len(report.skipped)))
+    out.print(table)
+    if dry_run or not report.written:
+        return
+    # --corpus alone names another corpus than the default index's: building that index from it would be wrong
+    if index is None and (corpus is not None or not (values.index_dir / "CURRENT").exists()):
+        out.print(f"{len(done.added) + len(done.updated)} record(s) written; the index was not touched — run "
+                  f"`jiangxin index --corpus {values.corpus_dir} --index DIR` to serve them", highlight=False)
+        return
+    from indexer.build import BuildOptions, build_index
+    from indexer.embedders import EmbeddingCache, load_embedder
+
+    try:
+        built = build_index(values.corpus_dir, values.index_dir, load_embedder(values.embedder_spec()),
+                            EmbeddingCache(values.cache_path), BuildOptions(exact_max=values.exact_max))
+    except JiangxinError as exc:
+        fail(JiangxinError(f"the records were imported, but indexing failed: {exc}"))
+    out.print(f"index version {built.version}: {built.added} added, {built.changed} changed, "
+              f"{'a delta segment' if built.delta else 'one base segment'}", highlight=False)
+
+
+def _print_sheet_preview(parsed) -> None:
+    columns = Table(title=f"{parsed.table.file}: {parsed.table.source}, header in row {parsed.table.header_row}, "
+                          f"{len(parsed.table.rows)} row(s) below it")
+    columns.add_column("column")
+    columns.add_column("field")
+    for position, name in parsed.columns.fields.items():
+        columns.add_row(parsed.table.headers[position], name)
+    for header in parsed.columns.ignored:
+        columns.add_row(header, "(ignored: no field takes it; --map it to use it)")
+    if parsed.generated_ids:
+        columns.add_row("(no id column)", f"id = {parsed.kind}'s hash of the fields that name a record")
+    out.print(columns)
+    if not parsed.preview:
+        return
+    fields = list(dict.fromkeys(parsed.columns.fields.values()))
+    preview = Table(title=f"first {len(parsed.preview)} row(s)")
+    preview.add_column("row", no_wrap=True, min_width=4)
+    for name in fields:
+        preview.add_column(name, overflow="ellipsis", max_width=24, no_wrap=True)
+    for number, cells in parsed.preview:
+        preview.add_row(str(number), *(cells.get(name, "") for name in fields))
+    out.print(preview)
+
+
+@app.command("export")
+def export_command(kind: Annotated[str, typer.Option("--kind", help="standard_question, achievement, course, craftsman or passage")],
+                   out_file: Annotated[Path, typer.Option("--out", help="the XLSX file to write")],
+                   corpus: CorpusOpt = None) -> None:
+    """Write every record of one kind to an XLSX sheet with the default Chinese headers (importable as is)."""
+    from indexer.sheets import export_sheet
+
+    values = settings(corpus=corpus)
+    try:
+        count = export_sheet(values.corpus_dir, kind, out_file)
+    except JiangxinError as exc:
+        fail(exc)
+    out.print(f"{count} {kind} record(s) written to {out_file}", highlight=False)
+
+
 @app.command()
 def search(question: Annotated[Optional[str], typer.Argument(help="the question; none: ask interactively")] = None,
            index: IndexOpt = None, corpus: CorpusOpt = None,

@@ -52,6 +52,15 @@ class CorpusBusy(JiangxinError):
 
 
 @dataclass(frozen=True)
+class BatchOutcome:
+    """What ``upsert_many`` did (or, with ``dry_run``, would do): record ids per outcome, in the order given."""
+
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class _Line:
     """One line of a JSONL file as it is on disk; ``id`` is None for a blank line."""
 
@@ -116,6 +125,59 @@ class CorpusStore:
             self._write(name, kept)
         log.info("%s %s %s in %s", "replaced" if replaced else "added", record.kind, record.id, self.root / name)
         return not replaced
+
+    def upsert_many(self, records: list[Record], dry_run: bool = False) -> BatchOutcome:
+        """Write ``records`` (all of one kind) into their file in one atomic replace: all land or none.
+
+        A record equal to the stored one keeps its line byte for byte; when nothing changes nothing is written."""
+        if not records:
+            return BatchOutcome()
+        kinds = {record.kind for record in records}
+        if len(kinds) != 1:
+            raise CorpusError("records", 0, "kind", f"one kind per batch, got {', '.join(sorted(kinds))}")
+        kind = records[0].kind
+        name = FILE_OF_KIND[kind]
+        texts: dict[str, str] = {}
+        for record in records:
+            if record.id in texts:
+                raise CorpusError("records", 0, "id", f"duplicate id {record.id!r} in one batch")
+            check_extra(record.extra)
+            texts[record.id] = _dumps(record_to_json(record), "-")
+        added: list[str] = []
+        updated: list[str] = []
+        unchanged: list[str] = []
+        with self._locked():
+            for other_name, other_kind in FILES.items():
+                if other_name == name:
+                    continue
+                for line in self._read(other_name):
+                    if line.id in texts:
+                        raise DuplicateId(line.id, kind, other_kind, other_name, line.number)
+            kept: list[str] = []
+            placed: set[str] = set()
+            dropped = False
+            for line in self._read(name):
+                if line.id not in texts:
+                    kept.append(line.text)
+                elif line.id not in placed:  # a record keeps its place; a duplicate further down (already invalid) goes
+                    placed.add(line.id)
+                    same = json.loads(line.text) == json.loads(texts[line.id])
+                    kept.append(line.text if same else texts[line.id])
+                    (unchanged if same else updated).append(line.id)
+                else:
+                    dropped = True
+            for record_id, text in texts.items():
+                if record_id not in placed:
+                    kept.append(text)
+                    added.append(record_id)
+            if (added or updated or dropped) and not dry_run:
+                self._write(name, kept)
+        order = {record_id: n for n, record_id in enumerate(texts)}
+        outcome = BatchOutcome(*(tuple(sorted(ids, key=order.__getitem__)) for ids in (added, updated, unchanged)))
+        if not dry_run:
+            log.info("%s: %d added, %d updated, %d unchanged in %s", kind, len(outcome.added), len(outcome.updated),
+                     len(outcome.unchanged), self.root / name)
+        return outcome
 
     def delete(self, kind: str, record_id: str) -> bool:
         """Remove the record ``record_id`` of ``kind``; False when there is none."""
