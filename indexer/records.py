@@ -211,12 +211,56 @@ class Passage(Record):
         return [self.text]
 
 
+class Knowledge(Record):
+    """An innovation knowledge item (创新知识), or one passage of an imported document (规程、讲义、标准): the
+    document, its heading path and its page travel with the text, so an answer can cite them
+    (《煤矿防治水细则》第12页) and every chunk carries its headings (``title``: 煤矿防治水细则 › 第三章 防治水 › 3.2 探放水)."""
+
+    kind: ClassVar[str] = "knowledge"
+    title_: Text = Field(alias="title")
+    body: Text
+    source: str = ""  # the document it comes from (its name, without extension); empty for a knowledge item
+    trade: str = ""
+    keywords: list[str] = Field(default_factory=list)
+    date: Annotated[str, StringConstraints(pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = ""
+    heading_path: list[str] = Field(default_factory=list)
+    page: Annotated[WholeNumber, Field(ge=1)] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+    @property
+    def title(self) -> str:
+        return self.title_
+
+    @property
+    def trades(self) -> list[str]:
+        return [self.trade] if self.trade else []
+
+    @property
+    def terms(self) -> list[str]:
+        return list(self.keywords)
+
+    @property
+    def citation(self) -> str:
+        """《document》第N页 for a document passage, the title for a knowledge item."""
+        if not self.source:
+            return f"《{self.title}》"
+        return f"《{self.source}》第{self.page}页" if self.page else f"《{self.source}》"
+
+    def head(self) -> str:
+        return f"{self.title}。{self.body}"
+
+    def sections(self) -> list[str]:
+        return [self.body]
+
+
 KINDS: dict[str, type[Record]] = {
     "achievement": Achievement,
     "course": Course,
     "standard_question": StandardQuestion,
     "craftsman": Craftsman,
     "passage": Passage,
+    "knowledge": Knowledge,
 }
 FILES: dict[str, str] = {
     "achievements.jsonl": "achievement",
@@ -224,6 +268,7 @@ FILES: dict[str, str] = {
     "standard_questions.jsonl": "standard_question",
     "craftsmen.jsonl": "craftsman",
     "passages.jsonl": "passage",
+    "knowledge.jsonl": "knowledge",
 }
 FILE_OF_KIND: dict[str, str] = {kind: name for name, kind in FILES.items()}
 
