@@ -29,7 +29,7 @@ from indexer.errors import CorpusInvalid, IndexMismatchError, JiangxinError
 from indexer.records import KINDS, CorpusLoad, Record, load_corpus
 from indexer.segment import SegmentData, write_segment
 from indexer.store import IndexStore
-from indexer.terms import FIELDS, BM25Params, TermDictionary, extended_dictionary, new_dictionary
+from indexer.terms import FIELDS, BM25Params, extended_dictionary, new_dictionary
 from indexer.text import TOKENIZER_VERSION, Tokenizer, dictionary_words
 
 log = logging.getLogger(__name__)

@@ -74,19 +74,17 @@ class LocalSparse:
         self.parts = parts
 
     def search(self, terms: Sequence[str], k: int) -> list[Hit]:
-        found = self._top("chunks", terms, k)
-        hits: list[Hit] = []
-        for si, locals_, scores in found:
-            rows = dict((r[0], r[1:]) for r in _rows(self.parts.segments[si].db, "chunk", "local, id, record_id", "local", locals_))
-            hits.extend(Hit(rows[l][0], rows[l][1], s) for l, s in zip(locals_, scores))
-        return _best(hits, k)
+        return self._hits("chunks", "chunk", "id, record_id", terms, k)
 
     def search_records(self, terms: Sequence[str], k: int) -> list[Hit]:
-        found = self._top("records", terms, k)
+        return self._hits("records", "record", "head_chunk, id", terms, k)
+
+    def _hits(self, field: str, table: str, ids: str, terms: Sequence[str], k: int) -> list[Hit]:
+        """The top ``k`` of a field as hits; ``ids`` names the payload columns holding (chunk id, record id)."""
         hits: list[Hit] = []
-        for si, locals_, scores in found:
-            rows = dict((r[0], r[1:]) for r in _rows(self.parts.segments[si].db, "record", "local, id, head_chunk", "local", locals_))
-            hits.extend(Hit(rows[l][1], rows[l][0], s) for l, s in zip(locals_, scores))
+        for si, locals_, scores in self._top(field, terms, k):
+            rows = {r[0]: r[1:] for r in _rows(self.parts.segments[si].db, table, f"local, {ids}", "local", locals_)}
+            hits.extend(Hit(rows[l][0], rows[l][1], s) for l, s in zip(locals_, scores))
         return _best(hits, k)
 
     def scores(self, field: str, terms: Sequence[str], segment: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from indexer.chunking import Chunk as ChunkRow  # a stored chunk: what answers quote and cross-encoders read
 from indexer.records import Craftsman, Record
 
 
@@ -24,18 +25,6 @@ class Hit:
     chunk_id: str
     record_id: str
     score: float
-
-
-@dataclass(frozen=True)
-class ChunkRow:
-    """A stored chunk: what answers quote and cross-encoders read."""
-
-    chunk_id: str
-    record_id: str
-    kind: str
-    title: str
-    role: str
-    text: str
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ Everything numeric is memory-mapped; rows become Python objects only when asked 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import os
@@ -32,6 +31,7 @@ import faiss
 import numpy as np
 
 from indexer.errors import IndexCorrupt
+from indexer.store import sha256_file
 from indexer.terms import FIELDS
 
 SCHEMA = """
@@ -72,14 +72,6 @@ def _csr(doc: np.ndarray, term: np.ndarray, tf: np.ndarray) -> tuple[np.ndarray,
     return present.astype(np.int32), indptr, doc.astype(np.int32), tf.astype(np.float32)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class SegmentData:
     """What a segment is written from. Postings: parallel arrays (local document, global term id, count)."""
@@ -104,7 +96,7 @@ def write_segment(root: Path, name: str, data: SegmentData, model_id: str, ann: 
         ann_kind = _write_arrays(staging, data, ann)
         payload.result()
         paths = sorted(staging.iterdir())
-        digests = list(pool.map(_sha256, paths))
+        digests = list(pool.map(sha256_file, paths))
     files = {}
     for path, digest in zip(paths, digests):
         with open(path, "rb+") as handle:
@@ -232,5 +224,5 @@ class Segment:
     def verify(self) -> None:
         """Check every file against its checksum (slow on large segments; the build verifies as it writes)."""
         for name, info in self.meta["files"].items():
-            if _sha256(self.path / name) != info["sha256"]:
+            if sha256_file(self.path / name) != info["sha256"]:
                 raise IndexCorrupt(f"segment {self.name}: file {name} does not match its checksum")

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from indexer.ports import CraftsmanProfile
-from indexer.records import Craftsman
 from indexer.text import normalise
 from rag.db import LockRow, RouteRow, TicketRow, TicketTradeRow, sessions, utcnow
 
