@@ -119,8 +119,10 @@ def index(corpus: CorpusOpt = None, index: IndexOpt = None,
 
 
 @app.command("import")
-def import_command(file: Annotated[Path, typer.Argument(help="XLSX or CSV file, one record per row, headers in the first row")],
-                   kind: Annotated[str, typer.Option("--kind", help="standard_question, achievement, course, craftsman or passage")],
+def import_command(file: Annotated[Path, typer.Argument(help="XLSX or CSV file, one record per row, headers in the first row; "
+                                                            "or a PDF, DOCX, Markdown or HTML document (knowledge records)")],
+                   kind: Annotated[Optional[str], typer.Option("--kind", help="standard_question, achievement, course, craftsman or "
+                                                               "passage (required for a sheet); a document is always knowledge")] = None,
                    maps: Annotated[Optional[list[str]], typer.Option("--map", help="列名=field: read that column as the field "
                                                                   "(repeat; field - ignores the column)")] = None,
                    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the mapping and what would change; write nothing")] = False,
@@ -128,9 +130,19 @@ def import_command(file: Annotated[Path, typer.Argument(help="XLSX or CSV file, 
                    corpus: CorpusOpt = None, index: IndexOpt = None) -> None:
     """Import a spreadsheet's rows as records of one kind: all rows or none (unless --skip-invalid), then update the
     index (when --index is given, or the default index exists and --corpus is not given)."""
+    from indexer.documents import is_document
     from indexer.sheets import SheetInvalid, import_rows, parse_sheet
 
     values = settings(index, corpus)
+    if is_document(file) or (kind == "knowledge" and file.suffix.lower() == ".txt"):
+        if kind not in (None, "knowledge"):
+            fail(JiangxinError(f"--kind {kind}: {file.name} is a document, imported as knowledge records "
+                               "(omit --kind or pass --kind knowledge)"))
+        _import_document(file, values, dry_run, corpus, index)
+        return
+    if kind is None:
+        fail(JiangxinError(f"--kind is required for a sheet ({file.name}): standard_question, achievement, course, "
+                           "craftsman or passage"))
     overrides: dict[str, str] = {}
     for spec in maps or []:
         header, sep, target = spec.rpartition("=")
@@ -163,9 +175,42 @@ def import_command(file: Annotated[Path, typer.Argument(help="XLSX or CSV file, 
     out.print(table)
     if dry_run or not report.written:
         return
+    _update_index_after_import(values, len(done.added) + len(done.updated), corpus, index)
+
+
+def _import_document(file: Path, values: Settings, dry_run: bool, corpus: Path | None, index: Path | None) -> None:
+    """A document's sections as knowledge records (all or none), then the index, as for a sheet."""
+    from indexer.corpus_store import CorpusStore
+    from indexer.documents import parse_document, to_records
+
+    try:
+        document = parse_document(file)
+        records = to_records(document)
+        if not records:
+            raise JiangxinError(f"{file}: no text found in the {document.format} document")
+        done = CorpusStore(values.corpus_dir).upsert_many(records, dry_run=dry_run)
+    except JiangxinError as exc:
+        fail(exc)
+    sections = Table(title=f"{file}: {document.format}, {len(records)} passage(s) as knowledge of 《{document.source}》")
+    for name in ("heading path", "page", "characters"):
+        sections.add_column(name)
+    for record in records:
+        sections.add_row(" › ".join(record.heading_path) or "(before the first heading)",
+                         str(record.page or "-"), str(len(record.body)))
+    out.print(sections)
+    table = Table(title=f"knowledge → {values.corpus_dir}" + (" (dry run: nothing written)" if dry_run else ""),
+                  show_header=False)
+    for name, ids in (("added", done.added), ("updated", done.updated), ("unchanged", done.unchanged)):
+        table.add_row(name, str(len(ids)))
+    out.print(table)
+    if not dry_run and (done.added or done.updated):
+        _update_index_after_import(values, len(done.added) + len(done.updated), corpus, index)
+
+
+def _update_index_after_import(values: Settings, written: int, corpus: Path | None, index: Path | None) -> None:
     # --corpus alone names another corpus than the default index's: building that index from it would be wrong
     if index is None and (corpus is not None or not (values.index_dir / "CURRENT").exists()):
-        out.print(f"{len(done.added) + len(done.updated)} record(s) written; the index was not touched — run "
+        out.print(f"{written} record(s) written; the index was not touched — run "
                   f"`jiangxin index --corpus {values.corpus_dir} --index DIR` to serve them", highlight=False)
         return
     from indexer.build import BuildOptions, build_index

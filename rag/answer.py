@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from indexer.chunking import split_sentences
-from indexer.records import Achievement, Course, Craftsman, Record, StandardQuestion
+from indexer.records import Achievement, Course, Craftsman, Knowledge, Record, StandardQuestion
 from indexer.text import normalise
 from indexer.version import IndexVersion
 from rag.rank import Scored
@@ -113,6 +113,15 @@ def _craftsman(record: Craftsman) -> tuple[list[str], None]:
     return [f"建议咨询{record.name}{honours}，擅长：{'、'.join(record.skills)}"], None
 
 
+def _cited(record: Record, title: str) -> tuple[str, str]:
+    """(source title, note after the answer line): a document passage names its document and page
+    (《煤矿防治水细则》第12页 › 第三十九条); any other record keeps its title and adds nothing."""
+    if not isinstance(record, Knowledge) or not record.source:
+        return title, ""
+    heading = f" › {record.heading_path[-1]}" if record.heading_path else ""
+    return record.citation + heading, f"（{record.citation}）"
+
+
 def _extractive(question: str, ranked: list[Scored], version: IndexVersion, max_sentences: int,
                 max_sources: int, question_terms: list[str] | None = None) -> tuple[list[tuple[int, str]], list[Scored]]:
     """The most relevant sentences of the top records: (position in ``usable``, sentence)."""
@@ -152,6 +161,7 @@ def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, m
     else:
         chosen, usable = _extractive(question, ranked, version, max_sentences, max_sources, terms)
         numbers: dict[int, int] = {}
+        notes: dict[int, str] = {}
         sources: list[Source] = []
         out = []
         for position, sentence in chosen:
@@ -159,8 +169,9 @@ def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, m
                 cand = usable[position].candidate
                 numbers[position] = len(sources) + 1
                 rec = version.records[cand.record_id]
-                sources.append(Source(numbers[position], cand.kind, cand.record_id, cand.title, snippet(rec.head())))
-            out.append(f"{sentence}[{numbers[position]}]")
+                title, notes[position] = _cited(rec, cand.title)
+                sources.append(Source(numbers[position], cand.kind, cand.record_id, title, snippet(rec.head())))
+            out.append(f"{sentence}[{numbers[position]}]{notes[position]}")
         return Answer("\n".join(out), sources, **extra)
     source.snippet = snippet(record.sections()[0])
     return Answer("\n".join(f"{line}[1]" for line in lines), [source], **extra)
