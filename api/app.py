@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.limits import Limits, RateLimited
-from api.routes import admin, health, jobs, questions, tickets
+from api.routes import admin, health, imports, jobs, questions, tickets
 from api.service import Service
 from api.settings import Settings
 from indexer.errors import JiangxinError
@@ -33,16 +33,18 @@ class BodyLimit:
     the app then makes of that (FastAPI turns any error while parsing a body into a 400) is replaced by the 413.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
         self.app, self.limit = app, limit
+        self.larger = larger or {}  # path → its own limit (an upload route takes files, not JSON)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = errors.error(413, "body_too_large", f"request body over {self.limit} bytes")
+        limit = self.larger.get(scope.get("path", ""), self.limit)
+        too_large = errors.error(413, "body_too_large", f"request body over {limit} bytes")
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             await too_large(scope, receive, send)
             return
         seen, over, started = 0, False, False
@@ -51,9 +53,9 @@ class BodyLimit:
             nonlocal seen, over
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 over = True
-                raise errors.BodyTooLarge(self.limit)
+                raise errors.BodyTooLarge(limit)
             return message
 
         async def unless_over(message: Message) -> None:
@@ -156,7 +158,7 @@ def _routes() -> FastAPI:
         if isinstance(cls, type) and issubclass(cls, JiangxinError):
             app.add_exception_handler(cls, _without_server_detail(handler))
     app.add_exception_handler(RateLimited, rate_limited)
-    for router in (questions.router, tickets.router, jobs.router, admin.router, health.router):
+    for router in (questions.router, tickets.router, jobs.router, admin.router, imports.router, health.router):
         app.include_router(router)
     return app
 
@@ -172,7 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = _routes()
     app.state.service = service
     app.state.limits = Limits(settings.limit_settings())
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, larger={imports.UPLOAD_PATH: settings.max_upload_bytes})
 
     @app.middleware("http")  # outside the body limit, so a 413 is counted as one
     async def measure(request: Request, call_next):

@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from api.imports import ImportJobs
 from api.jobs import PublishJobs
 from api.settings import Settings
 from api.security import KeyStore
@@ -135,3 +136,5 @@ class Service:
         self.engine.recover()
         self.publish_jobs = PublishJobs(self.engine)
         self.publish_jobs.recover()
+        self.import_jobs = ImportJobs(self.engine)
+        self.import_jobs.recover()

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     generator_key: str | None = None
     generator_timeout: float = 20.0
     max_body_bytes: int = 64 * 1024
+    max_upload_bytes: int = 20 * 1024 * 1024  # a multipart upload to /v1/admin/imports (413 beyond it)
     escalation_quota_per_day: int = 50  # tickets one asker may open in any 24 hours; 0 turns the quota off
     rate_per_second: float = 10.0  # requests per second per API key (0: no limit); per worker process
     rate_burst: int = 30  # requests a key may make at once before the rate applies

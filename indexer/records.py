@@ -19,7 +19,11 @@ from indexer.errors import CorpusError
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, pattern=r"\S")]
 # JSON Schema counts 2020.0 as an integer; accept it as such while still refusing strings and fractions.
-WholeNumber = Annotated[int, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
 RecordId = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 
 
@@ -224,7 +228,7 @@ class Knowledge(Record):
     keywords: list[str] = Field(default_factory=list)
     date: Annotated[str, StringConstraints(pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = ""
     heading_path: list[str] = Field(default_factory=list)
-    page: Annotated[WholeNumber, Field(ge=1)] | None = None
+    page: Annotated[int, Field(ge=1), BeforeValidator(_whole)] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 

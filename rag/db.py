@@ -122,6 +122,27 @@ class PublishJobRow(Base):
                             sqlite_where=_ACTIVE_JOB, postgresql_where=_ACTIVE_JOB),)
 
 
+class ImportJobRow(Base):
+    """A maintainer's upload imported in the background (导入任务): queued → running → done or failed. Rows change
+    only by compare-and-set (api/imports.py); ``report`` holds what the import did, as the CLI prints it."""
+
+    __tablename__ = "import_jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    file_type: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str] = mapped_column(String(32), default="queued")
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 class ApiKeyRow(Base):
     """A hashed API key bound to one principal and one role."""
 
