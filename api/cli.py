@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -269,15 +270,29 @@ def search(question: Annotated[Optional[str], typer.Argument(help="the question;
            index: IndexOpt = None, corpus: CorpusOpt = None,
            mode: Annotated[str, typer.Option(help="bm25, dense or hybrid")] = "hybrid",
            k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
-           as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
-    """Ranked records for a question (kind, id, title, score)."""
+           as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+           kinds: Annotated[Optional[list[str]], typer.Option("--kind", help="only records of this kind (repeat)")] = None,
+           trades: Annotated[Optional[list[str]], typer.Option("--trade", help="only records of this trade (repeat)")] = None,
+           date_from: Annotated[str, typer.Option("--from", help="only records dated on or after YYYY-MM-DD")] = "",
+           date_to: Annotated[str, typer.Option("--to", help="only records dated on or before YYYY-MM-DD")] = "") -> None:
+    """Ranked records for a question (kind, id, title, score), optionally within filters."""
     from indexer.embedders import load_embedder
+    from indexer.ports import Filters
+    from indexer.records import KINDS
     from indexer.version import LiveIndex
     from rag.retrieve import MODES, HybridRetriever
 
     if mode not in MODES:
         err.print(f"error: --mode must be one of {', '.join(MODES)}", highlight=False)
         raise typer.Exit(2)
+    unknown = [kind for kind in kinds or [] if kind not in KINDS]
+    dates = [d for d in (date_from, date_to) if d and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", d)]
+    if unknown or dates:
+        err.print(f"error: {'--kind ' + ', '.join(unknown) + ' is not one of ' + ', '.join(KINDS) if unknown else ''}"
+                  f"{'; ' if unknown and dates else ''}{'dates must be YYYY-MM-DD: ' + ', '.join(dates) if dates else ''}",
+                  highlight=False)
+        raise typer.Exit(2)
+    filters = Filters(tuple(kinds or ()), tuple(trades or ()), date_from, date_to)
     values = settings(index, corpus)
     try:
         live = LiveIndex(values.index_dir, load_embedder(values.embedder_spec()))
@@ -293,9 +308,9 @@ def search(question: Annotated[Optional[str], typer.Argument(help="the question;
                 return
             if not question:
                 return
-            _print_hits(HybridRetriever(live.get()).retrieve(question, mode, k), as_json)  # type: ignore[arg-type]
+            _print_hits(HybridRetriever(live.get()).retrieve(question, mode, k, filters=filters), as_json)  # type: ignore[arg-type]
     try:
-        hits = HybridRetriever(live.get()).retrieve(question, mode, k)  # type: ignore[arg-type]
+        hits = HybridRetriever(live.get()).retrieve(question, mode, k, filters=filters)  # type: ignore[arg-type]
     except JiangxinError as exc:
         fail(exc)
     _print_hits(hits, as_json)

@@ -26,6 +26,7 @@ from indexer.records import Record, record_to_json
 from indexer.text import Tokenizer, normalise
 
 DEFAULT_DENSE_ROLES = ("head", "alias")
+TRADE_SEPARATOR = "\x1f"  # between a record's trades in the payload table (filters match whole trades)
 
 
 @dataclass
@@ -85,7 +86,7 @@ class AnalysedBatch:
 
     vocab: list[str]
     chunk_rows: list[tuple[str, str, str, str, str, str]]  # chunk id, record id, kind, title, role, text
-    record_rows: list[tuple[str, str, str, str, str, str, str]]  # id, kind, json, hash, head, full, head chunk id
+    record_rows: list[tuple]  # id, kind, json, hash, head, full, head chunk id, trades (\x1f-joined), date
     chunks: Postings
     records: Postings
 
@@ -120,7 +121,8 @@ def analyse_batch(records: Sequence[Record], tokenizer: Tokenizer) -> AnalysedBa
         a = analyse(record, tokenizer)
         head, full = ranking_texts(record)
         record_rows.append((record.id, record.kind, json.dumps(record_to_json(record), ensure_ascii=False),
-                            record.content_hash(), head, full, a.chunks[0].chunk_id if a.chunks else ""))
+                            record.content_hash(), head, full, a.chunks[0].chunk_id if a.chunks else "",
+                            TRADE_SEPARATOR.join(record.trades), record.when()))
         record_docs.append(a.record_terms)
         for c, terms in zip(a.chunks, a.chunk_terms):
             chunk_rows.append((c.chunk_id, c.record_id, c.kind, c.title, c.role, c.text))

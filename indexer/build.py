@@ -33,7 +33,7 @@ from indexer.terms import FIELDS, BM25Params, extended_dictionary, new_dictionar
 from indexer.text import TOKENIZER_VERSION, Tokenizer, dictionary_words
 
 log = logging.getLogger(__name__)
-FORMAT = 2
+FORMAT = 3  # 3: record rows carry trades and date (filters)
 BACKEND = "local"
 DICTIONARY_FILE = "dictionary.txt"
 STOPWORDS_FILE = "stopwords.txt"

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from indexer.ports import ChunkRow, CraftsmanProfile, Hit, RecordTexts
+from indexer.analysis import TRADE_SEPARATOR
+from indexer.ports import NO_FILTERS, ChunkRow, CraftsmanProfile, Filters, Hit, RecordTexts
 from indexer.records import KINDS, Craftsman, Record
 from indexer.segment import Segment
 from indexer.terms import BM25Params, FieldStats, TermDictionary, okapi_idf, plain_idf
@@ -35,6 +36,46 @@ class LocalParts:
                      for f in ("chunks", "records")}
         self.idf = {f: okapi_idf(dictionary.df[f], stats[f].docs, params.epsilon) for f in ("chunks", "records")}
         self.norm = {f: [self._norm(s.fields[f].length, stats[f].avgdl) for s in segments] for f in ("chunks", "records")}
+        self._hidden: dict[tuple, np.ndarray] = {}
+        self._hidden_lock = threading.Lock()
+
+    def hidden(self, field: str, segment: int, filters: Filters) -> np.ndarray | None:
+        """The documents of one segment that ``filters`` exclude, as a mask (None when nothing is filtered); computed
+        once per filter, field and segment by one SQL query over the payload table, then remembered."""
+        if filters.empty:
+            return None
+        key = (filters, field, segment)
+        with self._hidden_lock:
+            mask = self._hidden.get(key)
+        if mask is not None:
+            return mask
+        conditions, args = [], []
+        if filters.kinds:
+            conditions.append(f"r.kind IN ({','.join('?' * len(filters.kinds))})")
+            args.extend(filters.kinds)
+        if filters.trades:  # whole trades: the column holds them between separators
+            conditions.append("(" + " OR ".join(["instr(char(31) || r.trades || char(31), ?) > 0"] * len(filters.trades)) + ")")
+            args.extend(f"{TRADE_SEPARATOR}{t}{TRADE_SEPARATOR}" for t in filters.trades)
+        if filters.date_from:
+            conditions.append("r.date != '' AND r.date >= ?")
+            args.append(filters.date_from)
+        if filters.date_to:
+            conditions.append("r.date != '' AND r.date <= ?")
+            args.append(filters.date_to)
+        where = " AND ".join(conditions)
+        seg = self.segments[segment]
+        if field == "records":
+            sql, n = f"SELECT r.local FROM record r WHERE {where}", seg.n_records
+        else:
+            sql, n = f"SELECT c.local FROM chunk c JOIN record r ON r.id = c.record_id WHERE {where}", seg.n_chunks
+        allowed = np.fromiter((row[0] for row in seg.db.execute(sql, args)), dtype=np.int64)
+        mask = np.ones(n, dtype=bool)
+        mask[allowed] = False
+        with self._hidden_lock:
+            if len(self._hidden) >= 64:
+                self._hidden.clear()
+            self._hidden[key] = mask
+        return mask
 
     def _norm(self, length: np.ndarray, avgdl: float) -> np.ndarray:
         k1, b = self.params.k1, self.params.b
@@ -73,16 +114,16 @@ class LocalSparse:
     def __init__(self, parts: LocalParts) -> None:
         self.parts = parts
 
-    def search(self, terms: Sequence[str], k: int) -> list[Hit]:
-        return self._hits("chunks", "chunk", "id, record_id", terms, k)
+    def search(self, terms: Sequence[str], k: int, filters: Filters = NO_FILTERS) -> list[Hit]:
+        return self._hits("chunks", "chunk", "id, record_id", terms, k, filters)
 
-    def search_records(self, terms: Sequence[str], k: int) -> list[Hit]:
-        return self._hits("records", "record", "head_chunk, id", terms, k)
+    def search_records(self, terms: Sequence[str], k: int, filters: Filters = NO_FILTERS) -> list[Hit]:
+        return self._hits("records", "record", "head_chunk, id", terms, k, filters)
 
-    def _hits(self, field: str, table: str, ids: str, terms: Sequence[str], k: int) -> list[Hit]:
+    def _hits(self, field: str, table: str, ids: str, terms: Sequence[str], k: int, filters: Filters) -> list[Hit]:
         """The top ``k`` of a field as hits; ``ids`` names the payload columns holding (chunk id, record id)."""
         hits: list[Hit] = []
-        for si, locals_, scores in self._top(field, terms, k):
+        for si, locals_, scores in self._top(field, terms, k, filters):
             rows = {r[0]: r[1:] for r in _rows(self.parts.segments[si].db, table, f"local, {ids}", "local", locals_)}
             hits.extend(Hit(rows[l][0], rows[l][1], s) for l, s in zip(locals_, scores))
         return _best(hits, k)
@@ -92,8 +133,8 @@ class LocalSparse:
         scores, matched, _, _ = self._score(field, terms, segment, k=0)
         return scores, matched
 
-    def _score(self, field: str, terms: Sequence[str], segment: int,
-               k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[np.ndarray]]:
+    def _score(self, field: str, terms: Sequence[str], segment: int, k: int,
+               hidden: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[np.ndarray]]:
         """The BM25 core over one segment: (scores, matched, candidates, touched). Exact top-``k`` with pruning in the manner
         of MaxScore: terms are scored rarest first; once the documents touched so far hold ``k`` whose partial scores
         all exceed what the remaining terms could add at most (their idf × the largest possible term weight), no
@@ -151,6 +192,8 @@ class LocalSparse:
             if prunable and touched >= k and 0 < rest < min(best, ceiling):  # else the look would fail anyway
                 if len(dead):
                     matched[dead] = False
+                if hidden is not None:  # filtered out: like the dead, never candidates
+                    matched[hidden] = False
                 alive = np.flatnonzero(matched)
                 if len(alive) >= k:
                     theta = float(np.partition(scores[alive], len(alive) - k)[len(alive) - k])
@@ -161,14 +204,16 @@ class LocalSparse:
                         ceiling = theta
         if len(dead):
             matched[dead] = False
+        if hidden is not None:
+            matched[hidden] = False
         return scores, matched, candidates, touched_arrays
 
-    def _top(self, field: str, terms: Sequence[str], k: int) -> list[tuple[int, list[int], list[float]]]:
+    def _top(self, field: str, terms: Sequence[str], k: int, filters: Filters = NO_FILTERS) -> list[tuple[int, list[int], list[float]]]:
         out = []
         for si, seg in enumerate(self.parts.segments):
             if len(seg.fields[field].length) == 0:
                 continue
-            scores, matched, candidates, touched = self._score(field, terms, si, k)
+            scores, matched, candidates, touched = self._score(field, terms, si, k, self.parts.hidden(field, si, filters))
             rows = candidates if candidates is not None else np.flatnonzero(matched)
             if len(rows) > k:
                 rows = rows[np.argpartition(-scores[rows], k - 1)[:k]]
@@ -180,6 +225,7 @@ class LocalSparse:
         return out
 
 
+FILTERED_EXACT_MAX = 50_000  # filtered dense search is exact when at most this many vectors pass the filter
 _SLACK = 1e-9  # relative: ``rest`` is a running difference of sums and may sit a rounding error below the truth
 
 
@@ -230,7 +276,7 @@ class LocalDense:
         self.nprobe = nprobe
         self.overfetch = overfetch
 
-    def search(self, vector: np.ndarray, k: int, exact: bool = False) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int, exact: bool = False, filters: Filters = NO_FILTERS) -> list[Hit]:
         query = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(-1))
         hits: list[Hit] = []
         for si, seg in enumerate(self.parts.segments):
@@ -238,18 +284,27 @@ class LocalDense:
             if n == 0:
                 continue
             dead = self.parts.dead["chunks"][si]
-            want = min(n, k + len(dead))
-            if seg.ann is not None and not exact:
+            hidden = self.parts.hidden("chunks", si, filters)
+            allowed = np.flatnonzero(~hidden[seg.dense_chunks]) if hidden is not None else None
+            if allowed is not None and len(allowed) <= FILTERED_EXACT_MAX:  # few left: exact over those alone
+                sims_all = np.asarray(seg.vectors[allowed]) @ query if len(allowed) else np.zeros(0, np.float32)
+                top = np.argpartition(-sims_all, min(k, len(allowed)) - 1)[:k] if len(allowed) > k else np.arange(len(allowed))
+                rows, sims = allowed[top], sims_all[top]
+            elif seg.ann is not None and not exact:
+                want = min(n, k + len(dead)) * (self.overfetch if allowed is None else 4 * self.overfetch)
                 seg.ann.nprobe = self.nprobe
-                _, ids = seg.ann.search(query.reshape(1, -1), min(n, want * self.overfetch))
+                _, ids = seg.ann.search(query.reshape(1, -1), min(n, want))
                 rows = np.sort(ids[0][ids[0] >= 0])
                 sims = seg.vector_rows(rows) @ query
             else:
+                want = min(n, k + len(dead) + (int(hidden.sum()) if hidden is not None else 0))
                 all_sims = np.asarray(seg.vectors) @ query
                 rows = np.argpartition(-all_sims, want - 1)[:want] if want < n else np.arange(n)
                 sims = all_sims[rows]
             locals_ = np.asarray(seg.dense_chunks)[rows]
             keep = ~np.isin(locals_, dead) if len(dead) else np.ones(len(locals_), dtype=bool)
+            if hidden is not None:
+                keep &= ~hidden[locals_]
             locals_, sims = locals_[keep], sims[keep]
             order = np.lexsort((locals_, -sims))[:k]
             chosen = locals_[order].tolist()

@@ -73,7 +73,7 @@ def compact(version) -> Compacted:
         for local, *row, dense in seg.db.execute("SELECT local, id, record_id, kind, title, role, text, dense FROM chunk ORDER BY local"):
             if maps["chunks"][local] >= 0:
                 chunk_rows.append((*row, int(dense_new[dense]) if dense >= 0 else -1))
-        for local, *row in seg.db.execute("SELECT local, id, kind, json, hash, head, full, head_chunk FROM record ORDER BY local"):
+        for local, *row in seg.db.execute("SELECT local, id, kind, json, hash, head, full, head_chunk, trades, date FROM record ORDER BY local"):
             if maps["records"][local] >= 0:
                 record_rows.append(tuple(row))
     data = SegmentData(

@@ -28,6 +28,24 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Filters:
+    """Restrict a search to records of some kinds, of some trades, dated within a range (YYYY-MM-DD, inclusive;
+    a record without a date is outside any range). Empty fields restrict nothing."""
+
+    kinds: tuple[str, ...] = ()
+    trades: tuple[str, ...] = ()
+    date_from: str = ""
+    date_to: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.kinds or self.trades or self.date_from or self.date_to)
+
+
+NO_FILTERS = Filters()
+
+
+@dataclass(frozen=True)
 class RecordTexts:
     """What ranking needs of a record that does not depend on the question, computed at build time: its normalised
     head (title and keywords) and its normalised full text."""
@@ -53,17 +71,17 @@ class TermStats(Protocol):
 
 
 class SparseSearch(Protocol):
-    def search(self, terms: Sequence[str], k: int) -> list[Hit]:
+    def search(self, terms: Sequence[str], k: int, filters: Filters = NO_FILTERS) -> list[Hit]:
         """Top ``k`` chunks by BM25 for the question's terms (a repeated term counts again), best first."""
         ...
 
-    def search_records(self, terms: Sequence[str], k: int) -> list[Hit]:
+    def search_records(self, terms: Sequence[str], k: int, filters: Filters = NO_FILTERS) -> list[Hit]:
         """Top ``k`` whole records by BM25 over their full text; each hit names the record's head chunk."""
         ...
 
 
 class DenseSearch(Protocol):
-    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int, filters: Filters = NO_FILTERS) -> list[Hit]:
         """Top ``k`` chunks by cosine similarity to a unit ``vector``, best first (scores exact)."""
         ...
 

@@ -56,6 +56,10 @@ class Record(BaseModel):
         """The record's full text, section by section, for chunking and answer sentences."""
         raise NotImplementedError
 
+    def when(self) -> str:
+        """The record's date as YYYY-MM-DD for date filters ("" when it has none; a year counts as its first day)."""
+        return ""
+
     def content_hash(self) -> str:
         payload = json.dumps({"kind": self.kind, **self.model_dump()}, ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
@@ -75,6 +79,9 @@ class Achievement(Record):
     authors: list[Text] = Field(min_length=1)
     unit: Text
     year: WholeNumber = Field(ge=1949, le=2100)
+
+    def when(self) -> str:
+        return f"{self.year:04d}-01-01"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
@@ -243,6 +250,9 @@ class Knowledge(Record):
     @property
     def terms(self) -> list[str]:
         return list(self.keywords)
+
+    def when(self) -> str:
+        return self.date
 
     @property
     def citation(self) -> str:

@@ -39,7 +39,8 @@ CREATE TABLE chunk (local INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, record_i
                     title TEXT NOT NULL, role TEXT NOT NULL, text TEXT NOT NULL, dense INTEGER NOT NULL);
 CREATE INDEX chunk_record ON chunk(record_id);
 CREATE TABLE record (local INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, json TEXT NOT NULL,
-                     hash TEXT NOT NULL, head TEXT NOT NULL, full TEXT NOT NULL, head_chunk TEXT NOT NULL);
+                     hash TEXT NOT NULL, head TEXT NOT NULL, full TEXT NOT NULL, head_chunk TEXT NOT NULL,
+                     trades TEXT NOT NULL, date TEXT NOT NULL);
 CREATE INDEX record_kind ON record(kind);
 """
 
@@ -77,7 +78,7 @@ class SegmentData:
     """What a segment is written from. Postings: parallel arrays (local document, global term id, count)."""
 
     chunk_rows: list[tuple]  # (chunk id, record id, kind, title, role, text, dense row or -1)
-    record_rows: list[tuple]  # (record id, kind, json, hash, head, full, head chunk id)
+    record_rows: list[tuple]  # (record id, kind, json, hash, head, full, head chunk id, trades, date)
     postings: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     lengths: dict[str, np.ndarray]
     vectors: np.ndarray  # float32 [dense, dim]
@@ -123,7 +124,7 @@ def _write_payload(path: Path, data: SegmentData) -> None:
     db = sqlite3.connect(path)
     db.executescript(SCHEMA)
     db.executemany("INSERT INTO chunk VALUES (?,?,?,?,?,?,?,?)", ((i, *row) for i, row in enumerate(data.chunk_rows)))
-    db.executemany("INSERT INTO record VALUES (?,?,?,?,?,?,?,?)", ((i, *row) for i, row in enumerate(data.record_rows)))
+    db.executemany("INSERT INTO record VALUES (?,?,?,?,?,?,?,?,?,?)", ((i, *row) for i, row in enumerate(data.record_rows)))
     db.commit()
     db.close()
 

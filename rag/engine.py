@@ -24,6 +24,7 @@ from sqlalchemy import update
 from indexer.build import BuildReport, apply_changes
 from indexer.embedders import EmbeddingCache
 from indexer.errors import Conflict, JiangxinError, NotFound
+from indexer.ports import NO_FILTERS, Filters
 from indexer.records import Craftsman, StandardQuestion, delete_record, upsert_record
 from indexer.version import IndexVersion, LiveIndex
 from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
@@ -203,12 +204,13 @@ class Engine:
         return self.config.threshold if self.config.threshold is not None else self.calibrator.threshold
 
     def rank(self, version: IndexVersion, question: str, terms: list[str] | None = None,
-             vector: np.ndarray | None = None) -> list[Scored]:
-        """Hybrid retrieval, fusion and ranking; ``terms`` and ``vector`` are the question's tokens and embedding
-        when already computed."""
+             vector: np.ndarray | None = None, filters: Filters = NO_FILTERS) -> list[Scored]:
+        """Hybrid retrieval, fusion and ranking (within ``filters``); ``terms`` and ``vector`` are the question's
+        tokens and embedding when already computed."""
         terms = version.tokenizer.tokenize(question) if terms is None else terms
         retriever = HybridRetriever(version, self.config.fusion)
-        fused = fuse(retriever.bm25(question, terms=terms), retriever.dense(question, vector=vector), self.config.fusion)
+        fused = fuse(retriever.bm25(question, terms=terms, filters=filters),
+                     retriever.dense(question, vector=vector, filters=filters), self.config.fusion)
         ranked = Ranker(version, self.ranker_weights).rank(question, fused, terms=terms)
         if self.config.cross_encoder:
             if self._reranker is None:
@@ -218,13 +220,14 @@ class Engine:
             ranked = self._reranker.rerank(question, ranked, version)
         return ranked
 
-    def assess(self, question: str) -> AskResult:
-        """Retrieve, rank and decide, without recording anything (used by ``ask`` and the eval)."""
+    def assess(self, question: str, filters: Filters = NO_FILTERS) -> AskResult:
+        """Retrieve, rank and decide, without recording anything (used by ``ask`` and the eval); ``filters`` restrict
+        the records an answer may come from."""
         question = clean_question(question)
         version = self.live.get()
         terms = version.tokenizer.tokenize(question)  # once: BM25, ranker and scope share the terms,
         vector = version.embedder.embed_queries([question])[0]  # dense retrieval, scope and routing the embedding
-        ranked = self.rank(version, question, terms, vector)
+        ranked = self.rank(version, question, terms, vector, filters)
         in_scope = self.in_scope(version, question, ranked, terms, vector)
         if not ranked:
             return self._not_answered(version, question, 0.0, ranked, in_scope, vector)
@@ -252,9 +255,9 @@ class Engine:
                          message="暂未找到足够可靠的答案，已转交劳模工匠解答。", related=related, ranked=ranked, version=version,
                          vector=vector)
 
-    def ask(self, question: str, asker: str = "anonymous") -> AskResult:
+    def ask(self, question: str, asker: str = "anonymous", filters: Filters = NO_FILTERS) -> AskResult:
         """Answer ``question`` or escalate it; either way the outcome is recorded durably first."""
-        result = self.assess(question)
+        result = self.assess(question, filters)
         result.id = "Q" + secrets.token_hex(6)
         with self.queue.transaction() as session:  # the ticket joins it: question and ticket commit together or not at all
             if result.status == "escalated":

@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from indexer.ports import Hit
+from indexer.ports import NO_FILTERS, Filters, Hit
 from indexer.version import IndexVersion
 
 Mode = Literal["bm25", "dense", "hybrid"]
@@ -98,14 +98,15 @@ class HybridRetriever:
         self.version = version
         self.fusion = fusion
 
-    def bm25(self, question: str, depth: int | None = None, terms: list[str] | None = None) -> list[Candidate]:
+    def bm25(self, question: str, depth: int | None = None, terms: list[str] | None = None,
+             filters: Filters = NO_FILTERS) -> list[Candidate]:
         """Records by BM25: (best-chunk score / the question's best + whole-record score / the question's best) / 2,
         in [0, 1]."""
         depth = depth or self.fusion.depth
         version = self.version
         terms = version.tokenizer.tokenize(question) if terms is None else terms
-        hits = version.sparse.search(terms, depth)
-        whole = version.sparse.search_records(terms, depth)
+        hits = version.sparse.search(terms, depth, filters)
+        whole = version.sparse.search_records(terms, depth, filters)
         kinds = describe(version, hits + whole)
         found = fold(hits, kinds)
         chunk_best = found[0].score if found and found[0].score > 0 else 1.0
@@ -127,21 +128,23 @@ class HybridRetriever:
             cand.bm25_score, cand.bm25_rank = cand.score, rank
         return found
 
-    def dense(self, question: str, depth: int | None = None, vector: np.ndarray | None = None) -> list[Candidate]:
+    def dense(self, question: str, depth: int | None = None, vector: np.ndarray | None = None,
+              filters: Filters = NO_FILTERS) -> list[Candidate]:
         """Records by dense similarity; ``vector`` is the question's embedding when already computed."""
         vectors = self.version.embedder.embed_queries([question]) if vector is None else vector.reshape(1, -1)
-        hits = self.version.dense.search(vectors[0], depth or self.fusion.depth)
+        hits = self.version.dense.search(vectors[0], depth or self.fusion.depth, filters=filters)
         found = fold(hits, describe(self.version, hits))
         for rank, cand in enumerate(found, start=1):
             cand.dense_score, cand.dense_rank = cand.score, rank
         return found
 
-    def retrieve(self, question: str, mode: Mode = "hybrid", k: int = 10, fusion: FusionParams | None = None) -> list[Candidate]:
-        """The best ``k`` records for ``question`` by one retriever or by their fusion."""
+    def retrieve(self, question: str, mode: Mode = "hybrid", k: int = 10, fusion: FusionParams | None = None,
+                 filters: Filters = NO_FILTERS) -> list[Candidate]:
+        """The best ``k`` records for ``question`` by one retriever or by their fusion (within ``filters``)."""
         if mode == "bm25":
-            return self.bm25(question)[:k]
+            return self.bm25(question, filters=filters)[:k]
         if mode == "dense":
-            return self.dense(question)[:k]
-        return fuse(self.bm25(question), self.dense(question), fusion or self.fusion)[:k]
+            return self.dense(question, filters=filters)[:k]
+        return fuse(self.bm25(question, filters=filters), self.dense(question, filters=filters), fusion or self.fusion)[:k]
 
 

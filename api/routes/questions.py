@@ -11,6 +11,8 @@ from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
 from api.security import Principal, require
 from api.service import Service
+from indexer.ports import NO_FILTERS, Filters
+from indexer.records import KINDS
 from rag.engine import INVISIBLE
 
 router = APIRouter(prefix="/v1/questions", tags=["questions"], responses=ERROR_RESPONSES)
@@ -21,6 +23,20 @@ class QuestionIn(BaseModel):
     question: str = Field(min_length=1, max_length=2000, pattern=rf"[^\s{INVISIBLE}]",
                           description="1–2,000 characters with at least one visible one (not white space, zero-width "
                                       "or control); invisible characters are removed")
+    filters: FiltersIn | None = None
+
+
+class FiltersIn(BaseModel):
+    """Answer only from records of these kinds, of these trades, dated within this range (inclusive)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    kinds: list[Literal[tuple(KINDS)]] = Field(default_factory=list, max_length=10)  # type: ignore[valid-type]
+    trades: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(default_factory=list, max_length=20)
+    date_from: str = Field(default="", pattern=r"^(\d{4}-\d{2}-\d{2})?$")
+    date_to: str = Field(default="", pattern=r"^(\d{4}-\d{2}-\d{2})?$")
+
+    def filters(self) -> Filters:
+        return Filters(tuple(self.kinds), tuple(self.trades), self.date_from, self.date_to)
 
 
 class FeedbackIn(BaseModel):
@@ -37,7 +53,7 @@ def _own(p: Principal) -> str | None:
 def ask(body: QuestionIn, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
     """Ask a question: an answer with sources and confidence, or the escalation ticket."""
     require(p, "enterprise", "maintainer")
-    result = svc.engine.ask(body.question, p.principal)
+    result = svc.engine.ask(body.question, p.principal, body.filters.filters() if body.filters else NO_FILTERS)
     svc.metrics.outcomes.labels(result.status).inc()
     return svc.questions.get(result.id)
 

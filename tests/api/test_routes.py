@@ -33,6 +33,17 @@ def test_standard_question_answered_over_http(server):
     assert body["status"] == "answered" and body["standard"] and body["sources"][0]["id"] == "sq-m-4"
 
 
+def test_filters_restrict_the_records_an_answer_comes_from(server):
+    with server.client("ent_a") as c:
+        free = c.post("/v1/questions", json={"question": "带式输送机跑偏怎么调整"}).json()
+        courses = c.post("/v1/questions", json={"question": "带式输送机跑偏怎么调整", "filters": {"kinds": ["course"]}}).json()
+        bad = c.post("/v1/questions", json={"question": "带式输送机跑偏怎么调整", "filters": {"kinds": ["patent"]}})
+    assert free["sources"][0]["id"] == "sq-m-4"
+    kinds = [s["kind"] for s in courses["sources"]] + [r["kind"] for r in courses["related"].get("records", [])]
+    assert kinds and set(kinds) == {"course"}  # answered from a course, or escalated with courses to read
+    assert bad.status_code == 422 and "filters" in bad.text
+
+
 def allowed_roles(server, method, path, body=None):
     ok = set()
     for who in ("maintainer", "ent_a", "welder"):

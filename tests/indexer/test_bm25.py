@@ -26,7 +26,7 @@ def sparse_over(tmp_path, corpus: list[list[str]], p: BM25Params = BM25Params())
     arrays = (np.array(doc, np.int32), np.array(term, np.int32), np.array(tf, np.int32))
     lengths = np.array([len(c) for c in corpus], np.int32)
     rows = [(f"c{d}", f"r{d}", "passage", "", "body", " ".join(c), -1) for d, c in enumerate(corpus)]
-    records = [(f"r{d}", "passage", "{}", "", "", "", f"c{d}") for d in range(len(corpus))]
+    records = [(f"r{d}", "passage", "{}", "", "", "", f"c{d}", "", "") for d in range(len(corpus))]
     data = SegmentData(rows, records, {"chunks": arrays, "records": arrays}, {"chunks": lengths, "records": lengths},
                        np.zeros((0, 4), np.float32), np.zeros(0, np.int32))
     folder = tmp_path / f"v{len(list(tmp_path.iterdir()))}"
