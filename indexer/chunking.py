@@ -85,10 +85,14 @@ def chunk_parts(record: Record) -> list[tuple[Chunk, list[str] | None]]:
     texts: list[tuple[str, str, list[str] | None]] = [("head", record.head()[:HEAD_CHARS], None)]
     if isinstance(record, StandardQuestion):
         texts.extend(("alias", alias, None) for alias in record.aliases)
-    sentences: list[str] = []
-    for section in record.sections():
-        sentences.extend(split_sentences(section))
-    texts.extend(("body", "".join(group), group) for group in pack_groups(sentences))
+    if record.separate_sections:
+        for section in record.sections():
+            texts.extend(("body", "".join(group), group) for group in pack_groups(split_sentences(section)))
+    else:
+        sentences: list[str] = []
+        for section in record.sections():
+            sentences.extend(split_sentences(section))
+        texts.extend(("body", "".join(group), group) for group in pack_groups(sentences))
     return [
         (Chunk(f"{record.id}#{n}", record.id, record.kind, title, role, text), group)
         for n, (role, text, group) in enumerate(texts)

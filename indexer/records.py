@@ -32,6 +32,7 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     kind: ClassVar[str]
+    separate_sections: ClassVar[bool] = False  # chunk each section on its own (a patent's claims), not packed together
     id: RecordId
     extra: dict[str, Any] = Field(default_factory=dict)
 
@@ -268,6 +269,68 @@ class Knowledge(Record):
         return [self.body]
 
 
+APPLICATION_NUMBER = r"^(CN)?(\d{8}|\d{12})\.[\dX]$"  # 申请号: 2003 on 12 digits (年份4+类型1+流水7), before 8; a check digit
+PUBLICATION_NUMBER = r"^CN\d{7,9}[ABCUY]\d?$"  # 公开/公告号 with its kind code (A 申请公布, B 授权, U 实用新型 …)
+IPC_CODE = r"^[A-H]\d{2}[A-Z] ?\d{1,4}/\d{2,6}$"  # section, class, subclass, main group / subgroup: B23B 25/00
+ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+class Patent(Record):
+    """A patent (专利): numbers, title, abstract, claims (权利要求, one chunk each), IPC codes, applicants, inventors,
+    dates, legal status and trade. Cited as 专利 CN… 《title》 权利要求 3."""
+
+    kind: ClassVar[str] = "patent"
+    separate_sections: ClassVar[bool] = True  # each claim is its own passage
+    application_number: Annotated[str, StringConstraints(strip_whitespace=True, pattern=APPLICATION_NUMBER)]
+    publication_number: Annotated[str, StringConstraints(strip_whitespace=True, pattern=PUBLICATION_NUMBER)] = ""
+    title_: Text = Field(alias="title")
+    abstract: Text
+    claims: list[Text] = Field(min_length=1)
+    ipc: list[Annotated[str, StringConstraints(strip_whitespace=True, pattern=IPC_CODE)]] = Field(min_length=1)
+    applicants: list[Text] = Field(min_length=1)
+    inventors: list[Text] = Field(default_factory=list)
+    application_date: Annotated[str, StringConstraints(pattern=ISO_DATE)]
+    publication_date: Annotated[str, StringConstraints(pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = ""
+    legal_status: Text = "公开"
+    trade: str = ""
+    keywords: list[str] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+    @property
+    def title(self) -> str:
+        return self.title_
+
+    @property
+    def trades(self) -> list[str]:
+        return [self.trade] if self.trade else []
+
+    @property
+    def terms(self) -> list[str]:
+        return list(self.keywords)
+
+    @property
+    def number(self) -> str:
+        """The publication number when published, else the application number."""
+        if self.publication_number:
+            return self.publication_number
+        return self.application_number if self.application_number.startswith("CN") else f"CN{self.application_number}"
+
+    def citation(self, claim: int | None = None) -> str:
+        """专利 CN… 《title》, with 权利要求 n when one claim is quoted."""
+        return f"专利 {self.number} 《{self.title}》" + (f" 权利要求 {claim}" if claim else "")
+
+    def when(self) -> str:
+        return self.publication_date or self.application_date
+
+    def head(self) -> str:
+        return f"{self.title}。{self.abstract}"
+
+    def sections(self) -> list[str]:
+        """The abstract, then each claim (section n is claim n)."""
+        return [self.abstract, *self.claims]
+
+
 KINDS: dict[str, type[Record]] = {
     "achievement": Achievement,
     "course": Course,
@@ -275,6 +338,7 @@ KINDS: dict[str, type[Record]] = {
     "craftsman": Craftsman,
     "passage": Passage,
     "knowledge": Knowledge,
+    "patent": Patent,
 }
 FILES: dict[str, str] = {
     "achievements.jsonl": "achievement",
@@ -283,6 +347,7 @@ FILES: dict[str, str] = {
     "craftsmen.jsonl": "craftsman",
     "passages.jsonl": "passage",
     "knowledge.jsonl": "knowledge",
+    "patents.jsonl": "patent",
 }
 FILE_OF_KIND: dict[str, str] = {kind: name for name, kind in FILES.items()}
 

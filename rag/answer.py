@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from indexer.chunking import split_sentences
-from indexer.records import Achievement, Course, Craftsman, Knowledge, Record, StandardQuestion
+from indexer.records import Achievement, Course, Craftsman, Knowledge, Patent, Record, StandardQuestion
 from indexer.text import normalise
 from indexer.version import IndexVersion
 from rag.rank import Scored
@@ -113,9 +113,12 @@ def _craftsman(record: Craftsman) -> tuple[list[str], None]:
     return [f"建议咨询{record.name}{honours}，擅长：{'、'.join(record.skills)}"], None
 
 
-def _cited(record: Record, title: str) -> tuple[str, str]:
+def _cited(record: Record, title: str, section: int = 0) -> tuple[str, str]:
     """(source title, note after the answer line): a document passage names its document and page
-    (《煤矿防治水细则》第12页 › 第三十九条); any other record keeps its title and adds nothing."""
+    (《煤矿防治水细则》第12页 › 第三十九条), a patent its number, title and the claim quoted (section n is claim n:
+    专利 CN… 《…》 权利要求 3); any other record keeps its title and adds nothing."""
+    if isinstance(record, Patent):
+        return record.citation(), f"（{record.citation(section or None)}）"
     if not isinstance(record, Knowledge) or not record.source:
         return title, ""
     heading = f" › {record.heading_path[-1]}" if record.heading_path else ""
@@ -123,23 +126,24 @@ def _cited(record: Record, title: str) -> tuple[str, str]:
 
 
 def _extractive(question: str, ranked: list[Scored], version: IndexVersion, max_sentences: int,
-                max_sources: int, question_terms: list[str] | None = None) -> tuple[list[tuple[int, str]], list[Scored]]:
-    """The most relevant sentences of the top records: (position in ``usable``, sentence)."""
+                max_sources: int, question_terms: list[str] | None = None) -> tuple[list[tuple[int, str, int]], list[Scored]]:
+    """The most relevant sentences of the top records: (position in ``usable``, sentence, section of the record)."""
     terms = _terms(question, version, question_terms)
     usable = [s for s in ranked if s.candidate.kind != "craftsman"][:max_sources]
-    found: list[tuple[float, int, int, str]] = []
+    found: list[tuple[float, int, int, str, int]] = []
     for position, s in enumerate(usable):
         rec = version.records[s.candidate.record_id]
-        for order, sentence in enumerate(x for section in rec.sections() for x in split_sentences(section)):
+        sentences = ((n, x) for n, section in enumerate(rec.sections()) for x in split_sentences(section))
+        for order, (section, sentence) in enumerate(sentences):
             overlap = sum(w for t, w in terms.items() if t in normalise(sentence))
             if overlap > 0 and len(sentence) >= 8:
-                found.append((overlap / (1 + 0.35 * position), position, order, sentence))
+                found.append((overlap / (1 + 0.35 * position), position, order, sentence, section))
     found.sort(key=lambda c: (-c[0], c[1], c[2]))
     chosen = sorted(found[:max_sentences], key=lambda c: (c[1], c[2]))
     if not chosen and usable:
         first = version.records[usable[0].candidate.record_id]
-        return [(0, split_sentences(first.sections()[0])[0])], usable
-    return [(position, sentence) for _, position, _, sentence in chosen], usable
+        return [(0, split_sentences(first.sections()[0])[0], 0)], usable
+    return [(position, sentence, section) for _, position, _, sentence, section in chosen], usable
 
 
 def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, max_sentences: int = 4,
@@ -161,17 +165,16 @@ def compose_answer(question: str, ranked: list[Scored], version: IndexVersion, m
     else:
         chosen, usable = _extractive(question, ranked, version, max_sentences, max_sources, terms)
         numbers: dict[int, int] = {}
-        notes: dict[int, str] = {}
         sources: list[Source] = []
         out = []
-        for position, sentence in chosen:
+        for position, sentence, section in chosen:
+            cand = usable[position].candidate
+            rec = version.records[cand.record_id]
+            title, note = _cited(rec, cand.title, section)
             if position not in numbers:
-                cand = usable[position].candidate
                 numbers[position] = len(sources) + 1
-                rec = version.records[cand.record_id]
-                title, notes[position] = _cited(rec, cand.title)
                 sources.append(Source(numbers[position], cand.kind, cand.record_id, title, snippet(rec.head())))
-            out.append(f"{sentence}[{numbers[position]}]{notes[position]}")
+            out.append(f"{sentence}[{numbers[position]}]{note}")
         return Answer("\n".join(out), sources, **extra)
     source.snippet = snippet(record.sections()[0])
     return Answer("\n".join(f"{line}[1]" for line in lines), [source], **extra)

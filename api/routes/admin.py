@@ -110,7 +110,7 @@ def _put_route(kind: str, model: type[Record]) -> None:
 
 
 PLURAL = {"achievement": "achievements", "course": "courses", "standard_question": "standard_questions",
-          "craftsman": "craftsmen", "passage": "passages", "knowledge": "knowledge"}
+          "craftsman": "craftsmen", "passage": "passages", "knowledge": "knowledge", "patent": "patents"}
 for _kind, _model in KINDS.items():
     _put_route(_kind, _model)
 

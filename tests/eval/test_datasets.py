@@ -41,3 +41,15 @@ def test_bad_json_and_unknown_judged_document_are_reported(tmp_path):
 def test_empty_query_is_skipped_and_reported(tmp_path):
     data = load_beir(make(tmp_path, queries='{"_id": "q1", "text": "长轴"}\n{"_id": "q2", "text": ""}\n'))
     assert [q.id for q in data.queries] == ["q1"] and "q2" in data.skipped[0]
+
+
+def test_generated_patents_validate_and_have_distinct_ids():
+    from eval.patents_gen import SHARED, generate
+
+    if not (SHARED / "csl" / "corpus.jsonl").exists():
+        import pytest
+
+        pytest.skip(f"{SHARED}/csl is not on this machine")
+    records = list(generate(60))
+    assert len({r.id for r in records}) == 60 and all(r.kind == "patent" and r.claims for r in records)
+    assert all(c.startswith(f"{i}.") for r in records for i, c in enumerate(r.claims, start=1))
