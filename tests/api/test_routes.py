@@ -37,7 +37,7 @@ def test_filters_restrict_the_records_an_answer_comes_from(server):
     with server.client("ent_a") as c:
         free = c.post("/v1/questions", json={"question": "带式输送机跑偏怎么调整"}).json()
         courses = c.post("/v1/questions", json={"question": "带式输送机跑偏怎么调整", "filters": {"kinds": ["course"]}}).json()
-        bad = c.post("/v1/questions", json={"question": "带式输送机跑偏怎么调整", "filters": {"kinds": ["patent"]}})
+        bad = c.post("/v1/questions", json={"question": "带式输送机跑偏怎么调整", "filters": {"kinds": ["drawing"]}})
     assert free["sources"][0]["id"] == "sq-m-4"
     kinds = [s["kind"] for s in courses["sources"]] + [r["kind"] for r in courses["related"].get("records", [])]
     assert kinds and set(kinds) == {"course"}  # answered from a course, or escalated with courses to read

@@ -53,7 +53,7 @@ def test_nested_field_and_type_errors_are_located(tmp_path):
 
 def test_unknown_field_and_unknown_file_are_reported(tmp_path):
     write(tmp_path, "standard_questions.jsonl", [json.dumps(GOOD_SQ | {"answr": "typo"}, ensure_ascii=False)])
-    write(tmp_path, "patents.jsonl", ["{}"])
+    write(tmp_path, "drawings.jsonl", ["{}"])
     problems = load_corpus(tmp_path).problems
     assert {(p.field, "unknown record file" in p.reason) for p in problems} == {("answr", False), ("-", True)}
 
