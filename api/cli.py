@@ -265,26 +265,17 @@ def export_command(kind: Annotated[str, typer.Option("--kind", help="standard_qu
     out.print(f"{count} {kind} record(s) written to {out_file}", highlight=False)
 
 
-@app.command()
-def search(question: Annotated[Optional[str], typer.Argument(help="the question; none: ask interactively")] = None,
-           index: IndexOpt = None, corpus: CorpusOpt = None,
-           mode: Annotated[str, typer.Option(help="bm25, dense or hybrid")] = "hybrid",
-           k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
-           as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
-           kinds: Annotated[Optional[list[str]], typer.Option("--kind", help="only records of this kind (repeat)")] = None,
-           trades: Annotated[Optional[list[str]], typer.Option("--trade", help="only records of this trade (repeat)")] = None,
-           date_from: Annotated[str, typer.Option("--from", help="only records dated on or after YYYY-MM-DD")] = "",
-           date_to: Annotated[str, typer.Option("--to", help="only records dated on or before YYYY-MM-DD")] = "") -> None:
-    """Ranked records for a question (kind, id, title, score), optionally within filters."""
-    from indexer.embedders import load_embedder
+KindsOpt = Annotated[Optional[list[str]], typer.Option("--kind", help="only records of this kind (repeat)")]
+TradesOpt = Annotated[Optional[list[str]], typer.Option("--trade", help="only records of this trade (repeat)")]
+FromOpt = Annotated[str, typer.Option("--from", help="only records dated on or after YYYY-MM-DD")]
+ToOpt = Annotated[str, typer.Option("--to", help="only records dated on or before YYYY-MM-DD")]
+
+
+def _filters(kinds: list[str] | None, trades: list[str] | None, date_from: str, date_to: str):
+    """The search filters of the command line, or exit 2 saying which value is wrong."""
     from indexer.ports import Filters
     from indexer.records import KINDS
-    from indexer.version import LiveIndex
-    from rag.retrieve import MODES, HybridRetriever
 
-    if mode not in MODES:
-        err.print(f"error: --mode must be one of {', '.join(MODES)}", highlight=False)
-        raise typer.Exit(2)
     unknown = [kind for kind in kinds or [] if kind not in KINDS]
     dates = [d for d in (date_from, date_to) if d and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", d)]
     if unknown or dates:
@@ -292,7 +283,25 @@ def search(question: Annotated[Optional[str], typer.Argument(help="the question;
                   f"{'; ' if unknown and dates else ''}{'dates must be YYYY-MM-DD: ' + ', '.join(dates) if dates else ''}",
                   highlight=False)
         raise typer.Exit(2)
-    filters = Filters(tuple(kinds or ()), tuple(trades or ()), date_from, date_to)
+    return Filters(tuple(kinds or ()), tuple(trades or ()), date_from, date_to)
+
+
+@app.command()
+def search(question: Annotated[Optional[str], typer.Argument(help="the question; none: ask interactively")] = None,
+           index: IndexOpt = None, corpus: CorpusOpt = None,
+           mode: Annotated[str, typer.Option(help="bm25, dense or hybrid")] = "hybrid",
+           k: Annotated[int, typer.Option("-k", help="number of hits")] = 10,
+           as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+           kinds: KindsOpt = None, trades: TradesOpt = None, date_from: FromOpt = "", date_to: ToOpt = "") -> None:
+    """Ranked records for a question (kind, id, title, score), optionally within filters."""
+    from indexer.embedders import load_embedder
+    from indexer.version import LiveIndex
+    from rag.retrieve import MODES, HybridRetriever
+
+    if mode not in MODES:
+        err.print(f"error: --mode must be one of {', '.join(MODES)}", highlight=False)
+        raise typer.Exit(2)
+    filters = _filters(kinds, trades, date_from, date_to)
     values = settings(index, corpus)
     try:
         live = LiveIndex(values.index_dir, load_embedder(values.embedder_spec()))
@@ -519,12 +528,15 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
 @app.command()
 def ask(question: str, asker: Annotated[str, typer.Option(help="who asks (enterprise id)")] = "cli",
         index: IndexOpt = None, corpus: CorpusOpt = None,
-        as_json: Annotated[bool, typer.Option("--json", help="print a JSON object")] = False) -> None:
-    """Answer a question with sources and confidence, or escalate it to a craftsman."""
+        as_json: Annotated[bool, typer.Option("--json", help="print a JSON object")] = False,
+        kinds: KindsOpt = None, trades: TradesOpt = None, date_from: FromOpt = "", date_to: ToOpt = "") -> None:
+    """Answer a question with sources and confidence, or escalate it to a craftsman (optionally only from some
+    kinds, trades or dates of records)."""
     from api.wiring import make_engine
 
+    filters = _filters(kinds, trades, date_from, date_to)
     try:
-        result = make_engine(settings(index, corpus)).ask(question, asker)
+        result = make_engine(settings(index, corpus)).ask(question, asker, filters)
     except JiangxinError as exc:
         fail(exc)
     data = result.to_dict()
