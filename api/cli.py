@@ -167,13 +167,14 @@ def import_command(file: Annotated[Path, typer.Argument(help="XLSX or CSV file, 
     for problem in report.skipped:
         typer.echo(f"skipped: {problem}")
     done = report.outcome
-    table = Table(title=f"{kind} → {values.corpus_dir}" + (" (dry run: nothing written)" if dry_run else ""),
-                  show_header=False)
+    table = Table(title=f"{kind} → {values.corpus_dir}", show_header=False)
     table.add_row("added", str(len(done.added)))
     table.add_row("updated", str(len(done.updated)))
     table.add_row("unchanged", str(len(done.unchanged)))
     table.add_row("skipped (bad rows)", str(len(report.skipped)))
     out.print(table)
+    if dry_run:  # on a line of its own: a table title wraps to the table's width
+        out.print("dry run: nothing written", highlight=False)
     if dry_run or not report.written:
         return
     _update_index_after_import(values, len(done.added) + len(done.updated), corpus, index)
@@ -199,11 +200,12 @@ def _import_document(file: Path, values: Settings, dry_run: bool, corpus: Path |
         sections.add_row(" › ".join(record.heading_path) or "(before the first heading)",
                          str(record.page or "-"), str(len(record.body)))
     out.print(sections)
-    table = Table(title=f"knowledge → {values.corpus_dir}" + (" (dry run: nothing written)" if dry_run else ""),
-                  show_header=False)
+    table = Table(title=f"knowledge → {values.corpus_dir}", show_header=False)
     for name, ids in (("added", done.added), ("updated", done.updated), ("unchanged", done.unchanged)):
         table.add_row(name, str(len(ids)))
     out.print(table)
+    if dry_run:
+        out.print("dry run: nothing written", highlight=False)
     if not dry_run and (done.added or done.updated):
         _update_index_after_import(values, len(done.added) + len(done.updated), corpus, index)
 

@@ -227,7 +227,7 @@ def test_concurrent_batches_from_threads_all_land(mini_corpus):
 
 
 def jiangxin(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=env | {"COLUMNS": "200"},
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT, env=env | {"COLUMNS": "400"},
                           capture_output=True, text=True, timeout=120)
 
 
@@ -243,7 +243,8 @@ def test_cli_dry_run_writes_nothing_then_import_updates_the_index_and_export_wri
     dry = jiangxin("import", str(sheet), "--kind", "standard_question", "--dry-run", "--corpus", str(mini_corpus),
                    "--index", str(index), env=cli_env)
     assert dry.returncode == 0, dry.stderr
-    assert "备注" in dry.stdout and "ignored" in dry.stdout and "表格导入问题0" in dry.stdout and "dry run" in dry.stdout
+    for expected in ("备注", "ignored", "表格导入问题0", "dry run"):
+        assert expected in dry.stdout, (expected, dry.stdout)
     assert snapshot(mini_corpus) == before and IndexStore(index).current_version() == version
     real = jiangxin("import", str(sheet), "--kind", "standard_question", "--corpus", str(mini_corpus),
                     "--index", str(index), env=cli_env)
