@@ -223,7 +223,24 @@ class Passage(Record):
         return [self.text]
 
 
-class Knowledge(Record):
+class _TitledByTrade:
+    """What Knowledge and Patent share: a ``title_`` field (alias ``title``), one ``trade``, ``keywords`` as terms.
+    (Properties only, no annotations: those would be collected as fields and reorder the records' JSON.)"""
+
+    @property
+    def title(self) -> str:
+        return self.title_
+
+    @property
+    def trades(self) -> list[str]:
+        return [self.trade] if self.trade else []
+
+    @property
+    def terms(self) -> list[str]:
+        return list(self.keywords)
+
+
+class Knowledge(_TitledByTrade, Record):
     """An innovation knowledge item (创新知识), or one passage of an imported document (规程、讲义、标准): the
     document, its heading path and its page travel with the text, so an answer can cite them
     (《煤矿防治水细则》第12页) and every chunk carries its headings (``title``: 煤矿防治水细则 › 第三章 防治水 › 3.2 探放水)."""
@@ -239,18 +256,6 @@ class Knowledge(Record):
     page: Annotated[int, Field(ge=1), BeforeValidator(_whole)] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
-
-    @property
-    def title(self) -> str:
-        return self.title_
-
-    @property
-    def trades(self) -> list[str]:
-        return [self.trade] if self.trade else []
-
-    @property
-    def terms(self) -> list[str]:
-        return list(self.keywords)
 
     def when(self) -> str:
         return self.date
@@ -275,7 +280,7 @@ IPC_CODE = r"^[A-H]\d{2}[A-Z] ?\d{1,4}/\d{2,6}$"  # section, class, subclass, ma
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 
 
-class Patent(Record):
+class Patent(_TitledByTrade, Record):
     """A patent (专利): numbers, title, abstract, claims (权利要求, one chunk each), IPC codes, applicants, inventors,
     dates, legal status and trade. Cited as 专利 CN… 《title》 权利要求 3."""
 
@@ -296,18 +301,6 @@ class Patent(Record):
     keywords: list[str] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
-
-    @property
-    def title(self) -> str:
-        return self.title_
-
-    @property
-    def trades(self) -> list[str]:
-        return [self.trade] if self.trade else []
-
-    @property
-    def terms(self) -> list[str]:
-        return list(self.keywords)
 
     @property
     def number(self) -> str:
