@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 
 from indexer.errors import Conflict, CorpusError, JiangxinError, NotFound
 from indexer.records import FILE_OF_KIND, FILES, KINDS, Record, parse_record, record_to_json
-from indexer.store import atomic_write_text
+from indexer.store import atomic_write_text, lock_within
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".corpus.lock"
@@ -219,18 +218,8 @@ class CorpusStore:
         """Exclusive right to change this corpus, across threads and processes (released if the holder dies)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / LOCK_FILE, "a") as handle:  # one open file per caller: flock then excludes threads too
-            deadline = time.monotonic() + self.lock_timeout
-            pause = 0.001
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise CorpusBusy(f"another writer has held the corpus lock for over {self.lock_timeout:.0f}s; "
-                                         "try again") from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.02)
+            if not lock_within(handle, self.lock_timeout):
+                raise CorpusBusy(f"another writer has held the corpus lock for over {self.lock_timeout:.0f}s; try again")
             try:
                 for stale in self.root.glob(".*.jsonl.*.tmp"):  # left by a writer killed before its rename
                     stale.unlink(missing_ok=True)

@@ -70,6 +70,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def lock_within(handle, wait: float) -> bool:
+    """Take an exclusive ``flock`` on an open file, waiting up to ``wait`` seconds (backing off from 1 ms to 20 ms);
+    False when another holder kept it that long. Across processes and, with one open file per caller, threads."""
+    deadline = time.monotonic() + wait
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+
 @dataclass(frozen=True)
 class Staging:
     """A version being written: put files in ``path``, then ``IndexStore.commit`` it."""
@@ -119,16 +135,9 @@ class IndexStore:
         """Exclusive right to change this root (an OS file lock, released when the process dies); waits up to
         ``wait`` seconds for another writer, then ``IndexBusy``."""
         self.root.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + wait
         with open(self.root / ".build.lock", "w") as handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise IndexBusy(f"another index build is running in {self.root}; try again when it is done") from None
-                    time.sleep(0.05)
+            if not lock_within(handle, wait):
+                raise IndexBusy(f"another index build is running in {self.root}; try again when it is done")
             try:
                 yield
             finally:
