@@ -400,16 +400,6 @@ class LocalRecords(_Lookup):
     def count(self) -> int:
         return self.parts.stats["records"].docs
 
-    def all(self) -> list[Record]:
-        """Every live record, oldest segment first (what a merge rebuilds from; O(records), never per question)."""
-        out: dict[str, Record] = {}
-        for si, seg in enumerate(self.parts.segments):
-            dead = set(self.parts.dead["records"][si].tolist())
-            for local, rid, kind, data in seg.db.execute("SELECT local, id, kind, json FROM record ORDER BY local"):
-                if local not in dead:
-                    out[rid] = KINDS[kind].model_validate(json.loads(data))
-        return list(out.values())
-
     def hashes(self, record_ids: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
         """Live records' id → (kind, content hash), of ``record_ids`` or of every record (what an incremental
         re-index compares the corpus with)."""

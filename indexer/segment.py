@@ -194,7 +194,7 @@ class Segment:
                                             np.load(self.path / f"{f}_maxtf.npy") if (self.path / f"{f}_maxtf.npy").exists() else None)
                            for f in FIELDS}
             self.vectors = mapped(self.path / "dense_vectors.npy")
-            self._vector_offset = int(np.load(self.path / "dense_vectors.npy", mmap_mode="r").offset)
+            self._vector_offset = int(self.vectors.base.offset)  # the header's length, from the map (its base)
             self.dense_chunks = mapped(self.path / "dense_chunks.npy")
             self.ann = faiss.read_index(str(self.path / "dense.faiss")) if self.meta.get("ann") else None
         except (OSError, ValueError, RuntimeError) as exc:
