@@ -77,11 +77,17 @@ def index(corpus: CorpusOpt = None, index: IndexOpt = None,
           full: Annotated[bool, typer.Option("--full", help="ignore the previous version; re-embed unless cached")] = False,
           skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="index the valid records, report the rest")] = False,
           rollback: Annotated[bool, typer.Option("--rollback", help="serve the previous version again")] = False,
-          merge: Annotated[bool, typer.Option("--merge", help="fold the delta segments into one base (no re-embedding)")] = False) -> None:
+          merge: Annotated[bool, typer.Option("--merge", help="fold the delta segments into one base (no re-embedding)")] = False,
+          engine: Annotated[str, typer.Option("--engine", help="local (a process pool) or ray (Ray Data tasks) for a full build")] = "local",
+          address: Annotated[Optional[str], typer.Option("--address", help="with --engine ray: a Ray cluster (auto, ray://host:10001); "
+                                                         "default: Ray in local mode")] = None,
+          workers: Annotated[int, typer.Option("--workers", help="with --engine ray: actors per stage (0: one per CPU)")] = 0) -> None:
     """Make the index match the corpus (a delta segment for what changed, a full build when the dictionary changed
-    or with --full) and switch to the new version; --merge folds deltas into one segment."""
+    or with --full) and switch to the new version; --merge folds deltas into one segment. With --engine ray a full
+    build analyses and embeds on Ray; small changes are still applied as a delta."""
     from indexer.build import BuildOptions, build_index
     from indexer.merge import merge as merge_segments
+    from indexer.ray_engine import RaySpec
     from indexer.embedders import EmbeddingCache, load_embedder
     from indexer.store import IndexStore
 
@@ -94,7 +100,11 @@ def index(corpus: CorpusOpt = None, index: IndexOpt = None,
         embedder = load_embedder(values.embedder_spec())
         cache = EmbeddingCache(values.cache_path)
         columns = (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        options = BuildOptions(full=full, skip_invalid=skip_invalid, exact_max=values.exact_max)
+        if engine not in ("local", "ray"):
+            raise JiangxinError(f"--engine must be local or ray, not {engine!r}")
+        ray = RaySpec(values.embedder_spec(), address, workers) if engine == "ray" else None
+        options = BuildOptions(full=full, skip_invalid=skip_invalid, exact_max=values.exact_max, milvus=values.milvus_spec(),
+                               ray=ray)
         with Progress(*columns, console=err, transient=False) as bars:
             if merge:
                 report = merge_segments(values.index_dir, embedder, options)
@@ -221,7 +231,7 @@ def _update_index_after_import(values: Settings, written: int, corpus: Path | No
 
     try:
         built = build_index(values.corpus_dir, values.index_dir, load_embedder(values.embedder_spec()),
-                            EmbeddingCache(values.cache_path), BuildOptions(exact_max=values.exact_max))
+                            EmbeddingCache(values.cache_path), BuildOptions(exact_max=values.exact_max, milvus=values.milvus_spec()))
     except JiangxinError as exc:
         fail(JiangxinError(f"the records were imported, but indexing failed: {exc}"))
     out.print(f"index version {built.version}: {built.added} added, {built.changed} changed, "
@@ -385,7 +395,7 @@ def eval_command(
         with Progress(*columns, console=err) as bars:
             task = bars.add_task("queries", total=len(dataset.judged()))
             result = evaluate_retrieval(dataset, embedder, EmbeddingCache(values.cache_path), values.corpus_dir, modes,
-                                        distractors or (), on_query=lambda: bars.advance(task),
+                                        distractors or (), on_query=lambda: bars.advance(task), milvus=values.milvus_spec(),
                                         extra_systems={"ranked": ranked_system()} if "hybrid" in modes else None)
     except JiangxinError as exc:
         fail(exc)

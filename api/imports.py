@@ -303,7 +303,7 @@ class ImportJobs:
             engine = self.engine
             with engine.build_lock:
                 built = build_index(engine.config.corpus_dir, engine.config.index_dir, engine.live.embedder,
-                                    engine.cache, BuildOptions(), _Progress(self, job_id))
+                                    engine.cache, BuildOptions(milvus=engine.config.milvus), _Progress(self, job_id))
             engine.live.refresh(wait=True)  # serve the new version before reporting done
         except Exception as exc:
             raise JiangxinError(f"the records were imported, but indexing failed: {failure_message(exc)}") from exc

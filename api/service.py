@@ -109,7 +109,7 @@ class Reindexer:
         try:
             with engine.build_lock:
                 report = build_index(engine.config.corpus_dir, engine.config.index_dir, engine.live.embedder, engine.cache,
-                                     BuildOptions(full=full), self)
+                                     BuildOptions(full=full, milvus=engine.config.milvus), self)
             engine.live.refresh(wait=True)  # serve the new version before reporting done (raises if it cannot load)
             self.status.version = report.version
             self.status.report = {"records": report.records, "chunks": report.chunks, "added": report.added,

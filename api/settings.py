@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.limits import LimitSettings
 from indexer.embedders import EmbedderSpec
+from indexer.errors import JiangxinError
+from indexer.milvus import MilvusSpec, register
 
 
 class Settings(BaseSettings):
@@ -24,6 +27,9 @@ class Settings(BaseSettings):
     embedder_passage_prefix: str = ""
     cache_path: Path = Path.home() / ".cache" / "jiangxin" / "embeddings.sqlite3"
     exact_max: int = 50_000  # vectors per segment above which dense search is approximate (IVF-SQ8, re-scored exactly)
+    backend: Literal["local", "milvus"] = "local"  # where a full build puts its search rows (payloads stay local)
+    milvus_uri: str = ""  # a Milvus Lite database file, or http://host:19530 for a cluster
+    milvus_token: str = ""  # user:password or an API key, for a cluster with authentication (never written to disk)
     answer_threshold: float | None = None
     cross_encoder: str | None = None
     generator_url: str | None = None
@@ -40,6 +46,16 @@ class Settings(BaseSettings):
 
     def embedder_spec(self) -> EmbedderSpec:
         return EmbedderSpec(self.embedder, self.embedder_allow_hub, self.embedder_query_prefix, self.embedder_passage_prefix)
+
+    def milvus_spec(self) -> MilvusSpec | None:
+        """Where Milvus is when ``backend`` is milvus (its token registered for every connection), else None."""
+        if self.backend != "milvus":
+            return None
+        if not self.milvus_uri:
+            raise JiangxinError("JIANGXIN_BACKEND=milvus needs JIANGXIN_MILVUS_URI: a Milvus Lite file path or http://host:19530")
+        spec = MilvusSpec(self.milvus_uri, self.milvus_token)
+        register(spec)
+        return spec
 
     def limit_settings(self) -> LimitSettings:
         return LimitSettings(self.rate_per_second, self.rate_burst, self.auth_failures, self.auth_failure_window)

@@ -16,6 +16,7 @@ from eval.baselines import RankBM25Jieba
 from eval.datasets import Dataset, load_beir
 from eval.metrics import recall_curve, summarise
 from indexer.build import BuildOptions, build_index
+from indexer.milvus import MilvusSpec
 from indexer.embedders import Embedder, EmbeddingCache
 from indexer.errors import DatasetError
 from indexer.records import CorpusLoad, Record, load_corpus
@@ -95,13 +96,16 @@ class RetrievalEval:
 def evaluate_retrieval(dataset: Dataset, embedder: Embedder, cache: EmbeddingCache | None, dictionary_dir: Path,
                        modes: Sequence[str] = ALL_MODES, distractors: Sequence[Path] = (),
                        fusion: FusionParams = DEFAULT_FUSION, on_query: Callable[[], None] | None = None,
-                       index_dir: Path | None = None, extra_systems: dict[str, Callable] | None = None) -> RetrievalEval:
-    """Index ``dataset`` (plus distractors) into a temporary index and run every judged query."""
+                       index_dir: Path | None = None, extra_systems: dict[str, Callable] | None = None,
+                       milvus: MilvusSpec | None = None) -> RetrievalEval:
+    """Index ``dataset`` (plus distractors) into a temporary index (its search rows in Milvus with ``milvus``) and
+    run every judged query."""
     extra = load_distractors(distractors)
     records = merge_records(dataset, extra)
     with tempfile.TemporaryDirectory(prefix="jiangxin-eval-") as tmp:
         target = Path(index_dir) if index_dir else Path(tmp) / "index"
-        report = build_index(dictionary_dir, target, embedder, cache, BuildOptions(full=True), load=CorpusLoad(records))
+        report = build_index(dictionary_dir, target, embedder, cache, BuildOptions(full=True, milvus=milvus),
+                             load=CorpusLoad(records))
         version = IndexVersion(report.path, embedder)
         retriever = HybridRetriever(version, fusion)
         need_dense = any(m in modes for m in ("dense", "hybrid"))
@@ -141,7 +145,10 @@ def evaluate_retrieval(dataset: Dataset, embedder: Embedder, cache: EmbeddingCac
             run("baseline:rank_bm25_jieba").latencies_ms.append((time.perf_counter() - t5) * 1000)
             if on_query:
                 on_query()
-        build = {"seconds": report.seconds, "records": report.records, "chunks": report.chunks,
+        if version.milvus is not None and index_dir is None:  # the temporary index's collections go with it
+            version.milvus.drop()
+        build = {"backend": version.manifest.get("backend", "local"), "seconds": report.seconds, "records": report.records,
+                 "chunks": report.chunks,
                  "dense_chunks": report.dense_chunks, "embedded": report.embedded, "from_cache": report.from_cache}
         return RetrievalEval(dataset, systems, build, len(records) - len(dataset.records))
 

@@ -26,10 +26,13 @@ import numpy as np
 from indexer.analysis import DEFAULT_DENSE_ROLES, AnalysedBatch, analyse, analyse_batch
 from indexer.embedders import EmbedCounts, EmbeddingCache, Embedder, embed_passages_cached, text_hash
 from indexer.errors import CorpusInvalid, IndexMismatchError, JiangxinError
+from indexer.milvus import MilvusCollections, MilvusSpec, collection_base
+from indexer.milvus import prune as prune_collections
+from indexer.ray_engine import EMBED_ROUND, RayEmbedder, RaySpec, analyse_on_ray
 from indexer.records import KINDS, CorpusLoad, Record, load_corpus
 from indexer.segment import SegmentData, write_segment
 from indexer.store import IndexStore
-from indexer.terms import FIELDS, BM25Params, extended_dictionary, new_dictionary
+from indexer.terms import FIELDS, BM25Params, FieldStats, extended_dictionary, new_dictionary
 from indexer.text import TOKENIZER_VERSION, Tokenizer, dictionary_words
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ class BuildOptions:
     bm25: BM25Params = BM25Params()
     dense_roles: tuple[str, ...] = DEFAULT_DENSE_ROLES
     workers: int = 0  # processes for analysis; 0 = one per CPU
+    milvus: MilvusSpec | None = None  # a full build writes its search rows to Milvus (deltas follow the serving version)
+    ray: RaySpec | None = None  # a full build analyses and embeds on Ray (indexer/ray_engine.py)
 
 
 def build_dictionary(corpus_dir: Path, records: Sequence[Record]) -> list[str]:
@@ -111,7 +116,9 @@ def build_index(corpus_dir: Path, index_dir: Path, embedder: Embedder, cache: Em
     with store.writing():
         current = None if options.full else _serving(store, embedder)
         report = None
-        if current is not None and current.tokenizer.words == words and sorted(current.tokenizer.stopwords) == stopwords:
+        if current is not None and _backend(current.manifest) != _wanted(options):
+            log.info("the index moves to another backend (%s → %s): building in full", _backend(current.manifest), _wanted(options))
+        elif current is not None and current.tokenizer.words == words and sorted(current.tokenizer.stopwords) == stopwords:
             live = current.records.hashes()
             now = {r.id for r in load.records}
             upserts = [r for r in load.records if live.get(r.id) != (r.kind, r.content_hash())]
@@ -157,6 +164,16 @@ class LocalWriter:
                                [r for r in changes.values() if r is not None],
                                [rid for rid, r in changes.items() if r is None], self.options)
         return report.version
+
+
+def _backend(manifest: dict) -> tuple[str, str]:
+    """(backend, where) of a version: ("local", "") or ("milvus", its URI)."""
+    milvus = manifest.get("milvus")
+    return ("milvus", milvus["uri"]) if manifest.get("backend") == "milvus" and milvus else ("local", "")
+
+
+def _wanted(options: BuildOptions) -> tuple[str, str]:
+    return ("milvus", options.milvus.location) if options.milvus else ("local", "")
 
 
 def _serving(store: IndexStore, embedder: Embedder, required: bool = False):
@@ -245,7 +262,7 @@ class _Accumulator:
 
 
 def _vectors(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None, reuse: dict[bytes, np.ndarray],
-             progress: Progress) -> tuple[np.ndarray, int, EmbedCounts]:
+             progress: Progress, batch: int = 16) -> tuple[np.ndarray, int, EmbedCounts]:
     vectors = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     todo: list[int] = []
     for j, text in enumerate(texts):
@@ -258,7 +275,8 @@ def _vectors(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
     progress.stage("embed", len(texts))
     progress.advance(len(texts) - len(todo))
     if todo:
-        vectors[todo] = embed_passages_cached(embedder, [texts[j] for j in todo], cache, counts, progress=progress.advance)
+        vectors[todo] = embed_passages_cached(embedder, [texts[j] for j in todo], cache, counts, batch=batch,
+                                              progress=progress.advance)
     return vectors, len(texts) - len(todo), counts
 
 
@@ -289,13 +307,22 @@ def _full(store: IndexStore, records: Sequence[Record], words: list[str], stopwo
     previous_hashes = previous.records.hashes() if previous is not None else {}
     t = time.perf_counter()
     tokenizer = Tokenizer(words, set(stopwords))
-    acc = _Accumulator({}, options.dense_roles)
-    for batch in analyse_all(records, tokenizer, options.workers, progress):
-        acc.add(batch)
+    acc = _Accumulator({}, options.dense_roles)  # the reduce: one vocabulary, frequencies and lengths over all batches
+    if options.ray is not None:
+        progress.stage("analyse (ray)", len(records))
+        for batch in analyse_on_ray(records, tokenizer, options.ray):
+            acc.add(batch)
+            progress.advance(len(batch.record_rows))
+    else:
+        for batch in analyse_all(records, tokenizer, options.workers, progress):
+            acc.add(batch)
     seconds["analyse"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    vectors, reused, counts = _vectors(acc.dense_texts, embedder, cache, _previous_vectors(previous), progress)
+    vectors, reused, counts = (_vectors(acc.dense_texts, RayEmbedder(embedder, options.ray), cache,
+                                        _previous_vectors(previous), progress, batch=EMBED_ROUND)
+                               if options.ray is not None else
+                               _vectors(acc.dense_texts, embedder, cache, _previous_vectors(previous), progress))
     seconds["embed"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -312,11 +339,24 @@ def _full(store: IndexStore, records: Sequence[Record], words: list[str], stopwo
     new_dictionary(staging.path, terms, df)
     manifest = _manifest(embedder, tokenizer, options, [name], stats, fingerprint, Counter(r.kind for r in records),
                          len(acc.chunk_rows), len(acc.dense_texts), len(terms), dead={})
+    if options.milvus is not None:  # a new pair of collections, invisible until this version is committed
+        t_milvus = time.perf_counter()
+        milvus = MilvusCollections(options.milvus.location, collection_base(store.root, staging.version), embedder.dim)
+        progress.stage("milvus", len(data.chunk_rows))
+        milvus.create()
+        milvus.write(data, _field_stats(stats), options.bm25, seq=1)
+        milvus.seal()
+        progress.advance(len(data.chunk_rows))
+        progress.stage("commit", 1)
+        manifest.update(backend="milvus", milvus={"uri": milvus.uri, "collection": milvus.base, "seq": 1})
+        seconds["milvus"] = time.perf_counter() - t_milvus
+    uris = _milvus_uris(store)
     (staging.path / DICTIONARY_FILE).write_text("\n".join(words) + "\n", encoding="utf-8")
     (staging.path / STOPWORDS_FILE).write_text("\n".join(stopwords) + "\n", encoding="utf-8")
     final = store.commit(staging, manifest)
+    prune_collections(store, uris | _milvus_uris(store))
     progress.advance()
-    seconds["write_version"] = time.perf_counter() - t
+    seconds["write_version"] = time.perf_counter() - t - seconds.get("milvus", 0.0)
     now = {r.id: (r.kind, r.content_hash()) for r in records}
     added = sum(1 for rid in now if rid not in previous_hashes)
     changed = sum(1 for rid, h in now.items() if rid in previous_hashes and previous_hashes[rid] != h)
@@ -415,7 +455,8 @@ def _apply(store: IndexStore, current, upserts: list[Record], deletes: list[str]
         seconds["embed"] = time.perf_counter() - t
         t = time.perf_counter()
         name = segment_name()
-        write_segment(store.root, name, acc.segment(vectors), embedder.model_id, _ann(options))
+        delta = acc.segment(vectors)
+        write_segment(store.root, name, delta, embedder.model_id, _ann(options))
         segments.append(name)
         kinds.update(r.kind for r in upserts)
         chunks_total += len(acc.chunk_rows)
@@ -440,13 +481,35 @@ def _apply(store: IndexStore, current, upserts: list[Record], deletes: list[str]
     manifest["dense_roles"] = current.manifest.get("dense_roles", list(options.dense_roles))
     for file in (DICTIONARY_FILE, STOPWORDS_FILE):
         (staging.path / file).write_bytes((current.path / file).read_bytes())
+    milvus = getattr(current, "milvus", None)
+    if milvus is not None:  # rows of change seq+1: invisible to every version until this one is committed
+        t_milvus = time.perf_counter()
+        seq = int(current.manifest["milvus"]["seq"]) + 1
+        milvus.recover(seq - 1)
+        milvus.retire([*gone, *replaced], seq)
+        if batch is not None:
+            milvus.write(delta, _field_stats(stats), parts.params, seq)
+        milvus.seal()
+        manifest.update(backend="milvus", milvus={**current.manifest["milvus"], "seq": seq})
+        seconds["milvus"] = time.perf_counter() - t_milvus
     final = store.commit(staging, manifest)
-    seconds["write_version"] = time.perf_counter() - t
+    if milvus is not None:
+        prune_collections(store, _milvus_uris(store))
+    seconds["write_version"] = time.perf_counter() - t - seconds.get("milvus", 0.0)
     seconds["total"] = time.perf_counter() - started
     return BuildReport(staging.version, final, stats["records"]["docs"], chunks_total, dense_total,
                        sum(1 for r in upserts if r.id not in live), len(replaced), len(gone),
                        dense_total - new_dense + reused, counts.cached,
                        counts.embedded, seconds=seconds, delta=True)
+
+
+def _field_stats(stats: dict[str, dict[str, int]]) -> dict[str, FieldStats]:
+    return {f: FieldStats(v["docs"], v["length"]) for f, v in stats.items()}
+
+
+def _milvus_uris(store: IndexStore) -> set[str]:
+    """The Milvus URIs the versions kept in ``store`` name."""
+    return {m["milvus"]["uri"] for m in map(store.manifest, store.versions()) if m.get("backend") == "milvus"}
 
 
 def _count(df: np.ndarray, term_ids: list[int], step: int) -> None:
@@ -480,6 +543,9 @@ def _locate(version, record_id: str) -> tuple[str, int, list[int], Record]:
 
 def check_compatible(manifest: dict, embedder: Embedder) -> None:
     """Refuse to serve an index built with another embedder than the configured one, or by an older format."""
+    if manifest.get("backend", BACKEND) not in (BACKEND, "milvus"):
+        raise IndexMismatchError(f"index version {manifest.get('version')} uses backend {manifest.get('backend')!r}, "
+                                 "which this Jiangxin does not know")
     if manifest.get("format") != FORMAT:
         raise IndexMismatchError(
             f"index version {manifest.get('version')} has format {manifest.get('format')!r}, this Jiangxin reads format "

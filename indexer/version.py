@@ -73,6 +73,11 @@ class IndexVersion:
         self.chunks = LocalChunks(self.parts)
         self.records = LocalRecords(self.parts)
         self.directory = LocalDirectory(self.parts)
+        self.milvus = None  # the Milvus collections when the version is searched there (payloads stay local)
+        if self.manifest.get("backend") == "milvus":
+            from indexer.milvus import open_version
+
+            self.sparse, self.dense, self.milvus = open_version(self.manifest, self.parts, embedder.dim)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from sqlalchemy import update
 from indexer.build import BuildReport, apply_changes
 from indexer.embedders import EmbeddingCache
 from indexer.errors import Conflict, JiangxinError, NotFound
+from indexer.milvus import MilvusSpec
 from indexer.ports import NO_FILTERS, Filters
 from indexer.records import Craftsman, StandardQuestion, delete_record, upsert_record
 from indexer.version import IndexVersion, LiveIndex
@@ -148,6 +149,7 @@ class EngineConfig:
     generator: GeneratorConfig | None = None
     cross_encoder: str | None = None
     merge_after: int = 8  # delta segments at which a publish starts a background merge
+    milvus: MilvusSpec | None = None  # where a full re-index puts its search rows (None: the local files)
 
 
 class Engine:
