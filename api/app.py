@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.limits import Limits, RateLimited
-from api.routes import admin, health, imports, jobs, questions, tickets
+from api.routes import admin, challenges, follow, health, imports, jobs, questions, tickets, visits
 from api.service import Service
 from api.settings import Settings
 from indexer.errors import JiangxinError
@@ -158,7 +158,8 @@ def _routes() -> FastAPI:
         if isinstance(cls, type) and issubclass(cls, JiangxinError):
             app.add_exception_handler(cls, _without_server_detail(handler))
     app.add_exception_handler(RateLimited, rate_limited)
-    for router in (questions.router, tickets.router, jobs.router, admin.router, imports.router, health.router):
+    for router in (questions.router, tickets.router, follow.router, jobs.router, admin.router, imports.router, health.router,
+                   challenges.router, visits.router, visits.showcase_router):
         app.include_router(router)
     return app
 

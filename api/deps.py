@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from api.limits import Limits
 from api.security import Principal, Unauthorized, require
 from api.service import Service
+from rag.programme import Viewer
 
 
 def service(request: Request) -> Service:
@@ -44,3 +45,12 @@ def role(*roles: str) -> Callable[..., Principal]:
         return p
 
     return allowed
+
+
+def viewer(svc: Service, p: Principal) -> Viewer:
+    """The caller as the programme sees it: role, principal and, for a craftsman, the trades of their record."""
+    trades: tuple[str, ...] = ()
+    if p.role == "craftsman":
+        record = svc.engine.live.get().records.get(p.principal)
+        trades = tuple(getattr(record, "trades", []) or [])
+    return Viewer(p.role, p.principal, trades)

@@ -20,7 +20,10 @@ from indexer.build import BuildOptions, build_index
 from indexer.errors import Conflict, JiangxinError
 from indexer.version import LiveIndex
 from rag.engine import Engine
+from rag.programme import Programme
 from rag.questions import QuestionLog
+from rag.timeline import Timeline
+from rag.webhooks import Deliverer, Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +141,9 @@ class Service:
         self.publish_jobs.recover()
         self.import_jobs = ImportJobs(self.engine)
         self.import_jobs.recover()
+        self.programme = Programme(self.engine.queue.engine)
+        self.timeline = Timeline(self.engine.queue.engine)
+        self.webhooks = Webhooks(self.engine.queue.engine)
+        self.deliverer = Deliverer(self.engine.queue.engine, attempts=settings.webhook_attempts,
+                                   base_delay=settings.webhook_backoff)
+        self.deliverer.start()

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     rate_burst: int = 30  # requests a key may make at once before the rate applies
     auth_failures: int = 20  # wrong keys one client address may send per window before it gets 429
     auth_failure_window: float = 60.0  # seconds
+    webhook_attempts: int = 6  # tries of one webhook delivery before it is failed
+    webhook_backoff: float = 2.0  # seconds before the first retry, doubling with each
 
     def embedder_spec(self) -> EmbedderSpec:
         return EmbedderSpec(self.embedder, self.embedder_allow_hub, self.embedder_query_prefix, self.embedder_passage_prefix)

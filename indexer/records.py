@@ -324,6 +324,41 @@ class Patent(_TitledByTrade, Record):
         return [self.abstract, *self.claims]
 
 
+class ServiceCase(_TitledByTrade, Record):
+    """A completed on-site service (服务案例, 线下服务线上展示): the problem found, the actions taken, the measured
+    results and the advice, as a maintainer edited and de-identified them from a craftsman's visit report (the
+    enterprise consenting). Cited as 服务案例《title》（region，date）."""
+
+    kind: ClassVar[str] = "service_case"
+    title_: Text = Field(alias="title")
+    problem: Text
+    actions: Text
+    results: Text
+    advice: str = ""
+    trade: str = ""
+    region: str = ""
+    date: Annotated[str, StringConstraints(pattern=r"^(\d{4}-\d{2}-\d{2})?$")] = ""
+    craftsmen: list[str] = Field(default_factory=list)  # record ids of the craftsmen who served
+    keywords: list[str] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+    @property
+    def citation(self) -> str:
+        where = "，".join(x for x in (self.region, self.date) if x)
+        return f"服务案例《{self.title}》" + (f"（{where}）" if where else "")
+
+    def when(self) -> str:
+        return self.date
+
+    def head(self) -> str:
+        return f"{self.title}。{self.problem}"
+
+    def sections(self) -> list[str]:
+        """Actions first (the fix), then results, the problem and the advice."""
+        return [x for x in (self.actions, self.results, self.problem, self.advice) if x]
+
+
 KINDS: dict[str, type[Record]] = {
     "achievement": Achievement,
     "course": Course,
@@ -332,6 +367,7 @@ KINDS: dict[str, type[Record]] = {
     "passage": Passage,
     "knowledge": Knowledge,
     "patent": Patent,
+    "service_case": ServiceCase,
 }
 FILES: dict[str, str] = {
     "achievements.jsonl": "achievement",
@@ -341,6 +377,7 @@ FILES: dict[str, str] = {
     "passages.jsonl": "passage",
     "knowledge.jsonl": "knowledge",
     "patents.jsonl": "patent",
+    "service_cases.jsonl": "service_case",
 }
 FILE_OF_KIND: dict[str, str] = {kind: name for name, kind in FILES.items()}
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from indexer.chunking import split_sentences
-from indexer.records import Achievement, Course, Craftsman, Knowledge, Patent, Record, StandardQuestion
+from indexer.records import Achievement, Course, Craftsman, Knowledge, Patent, Record, ServiceCase, StandardQuestion
 from indexer.text import normalise
 from indexer.version import IndexVersion
 from rag.rank import Scored
@@ -119,6 +119,8 @@ def _cited(record: Record, title: str, section: int = 0) -> tuple[str, str]:
     专利 CN… 《…》 权利要求 3); any other record keeps its title and adds nothing."""
     if isinstance(record, Patent):
         return record.citation(), f"（{record.citation(section or None)}）"
+    if isinstance(record, ServiceCase):
+        return record.citation, f"（{record.citation}）"
     if not isinstance(record, Knowledge) or not record.source:
         return title, ""
     heading = f" › {record.heading_path[-1]}" if record.heading_path else ""

@@ -143,6 +143,114 @@ class ImportJobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class ChallengeRow(Base):
+    """A challenge an enterprise posts (发榜): open → in_progress (a craftsman's application picked) → completed
+    (confirmed by the enterprise), or cancelled. Rows change only by compare-and-set (rag/programme.py). A
+    confidential challenge shows craftsmen its ``summary`` only; the description reaches the picked team alone."""
+
+    __tablename__ = "challenges"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    enterprise: Mapped[str] = mapped_column(String(128), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text)
+    trade: Mapped[str] = mapped_column(String(64), index=True)
+    region: Mapped[str] = mapped_column(String(64), default="")
+    deadline: Mapped[str] = mapped_column(String(10))
+    reward: Mapped[str] = mapped_column(String(200), default="")
+    terms: Mapped[str] = mapped_column(Text, default="")
+    invited_only: Mapped[bool] = mapped_column(default=False)
+    invited: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    confidential: Mapped[bool] = mapped_column(default=False)
+    reveal: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    picked: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApplicationRow(Base):
+    """A craftsman's application to a challenge (揭榜) with a plan and optional team mates (组队攻关):
+    applied → picked | not_picked, or withdrawn."""
+
+    __tablename__ = "challenge_applications"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    challenge_id: Mapped[str] = mapped_column(ForeignKey("challenges.id", ondelete="CASCADE"), index=True)
+    craftsman: Mapped[str] = mapped_column(String(64), index=True)
+    plan: Mapped[str] = mapped_column(Text)
+    team: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (Index("ux_application_once", "challenge_id", "craftsman", unique=True),)
+
+
+class VisitRow(Base):
+    """An on-site service (线下服务): requested → scheduled (by the craftsman it is matched to) → reported (the visit
+    report) → confirmed (by the enterprise) → published (a maintainer's de-identified service case), or cancelled."""
+
+    __tablename__ = "visits"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    enterprise: Mapped[str] = mapped_column(String(128), index=True)
+    source: Mapped[str] = mapped_column(String(48), default="")  # ticket:T… or challenge:C… or ""
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    trade: Mapped[str] = mapped_column(String(64), index=True)
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(Text)
+    preferred_dates: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    confidential: Mapped[bool] = mapped_column(default=False)
+    reveal: Mapped[bool] = mapped_column(default=False)
+    consent: Mapped[bool] = mapped_column(default=False)  # the enterprise agrees to a de-identified service case
+    craftsman: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    scheduled_for: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    case_record: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventRow(Base):
+    """One step in the life of a question, ticket, challenge or visit (持续跟踪), written in the transaction of the
+    change it records; ``detail`` never holds a confidential text."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(48), index=True)  # ticket:T…, challenge:C…, visit:V…, question:Q…
+    owner: Mapped[str] = mapped_column(String(128), index=True)  # the enterprise told about it
+    event: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class WebhookRow(Base):
+    """Where an enterprise wants its events posted, and the secret they are signed with (HMAC-SHA256)."""
+
+    __tablename__ = "webhooks"
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DeliveryRow(Base):
+    """One event posted to one webhook (the delivery log): pending → sending → delivered, or back to pending with a
+    later ``next_at`` after a failure, failed after the last attempt. Claimed by compare-and-set (rag/webhooks.py)."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 class ApiKeyRow(Base):
     """A hashed API key bound to one principal and one role."""
 

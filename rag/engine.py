@@ -26,7 +26,7 @@ from indexer.embedders import EmbeddingCache
 from indexer.errors import Conflict, JiangxinError, NotFound
 from indexer.milvus import MilvusSpec
 from indexer.ports import NO_FILTERS, Filters
-from indexer.records import Craftsman, StandardQuestion, delete_record, upsert_record
+from indexer.records import Craftsman, Record, StandardQuestion, delete_record, upsert_record
 from indexer.version import IndexVersion, LiveIndex
 from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
 from rag.confidence import Calibrator, confidence_features, load_calibrator
@@ -400,6 +400,26 @@ class Engine:
                 raise
         self._merge_when_fragmented()
         return published, report
+
+    def publish_record(self, record: Record) -> BuildReport:
+        """Write one record into the corpus and index it as a delta, served before this returns (a service case);
+        on failure nothing of it stays in the corpus or the index."""
+        with self.build_lock:
+            written = built = False
+            try:
+                upsert_record(self.config.corpus_dir, record)
+                written = True
+                report = apply_changes(self.config.index_dir, self.live.embedder, self.cache, upserts=[record])
+                built = True
+                self.live.refresh(wait=True)
+            except BaseException:
+                if written:
+                    delete_record(self.config.corpus_dir, record.kind, record.id)
+                    if built:
+                        apply_changes(self.config.index_dir, self.live.embedder, self.cache, deletes=[record.id])
+                raise
+        self._merge_when_fragmented()
+        return report
 
     def _merge_when_fragmented(self) -> None:
         """Start a background merge (one per process) once the serving version has ``merge_after`` deltas; the merge

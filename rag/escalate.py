@@ -28,6 +28,7 @@ from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from indexer.ports import CraftsmanProfile
 from indexer.text import normalise
 from rag.db import LockRow, RouteRow, TicketRow, TicketTradeRow, sessions, utcnow
+from rag.timeline import record
 
 STATUSES = ("open", "claimed", "answered", "publishing", "published", "closed")
 CLOSABLE = ("open", "claimed", "answered")
@@ -208,6 +209,9 @@ class TicketQueue:
         session.add_all(RouteRow(ticket_id=row.id, craftsman_id=r.craftsman_id, name=r.name, rank=rank, score=r.score)
                         for rank, r in enumerate(routes, start=1))
         session.flush()
+        record(session, f"ticket:{row.id}", asker, "created", asker, {"trades": list(trades)})
+        if routes:
+            record(session, f"ticket:{row.id}", asker, "routed", "jiangxin", {"craftsmen": [r.craftsman_id for r in routes]})
         return self._ticket(session, row, routes), True
 
     def get(self, ticket_id: str) -> Ticket:
@@ -261,6 +265,7 @@ class TicketQueue:
             raise Forbidden(f"ticket {ticket_id} is {_state(ticket)}; it is not routed to {craftsman} nor open for their trades")
         with self.session.begin() as session:
             if self._cas(session, ticket_id, ("open",), status="claimed", claimed_by=craftsman):
+                record(session, f"ticket:{ticket_id}", ticket.asker, "claimed", craftsman)
                 return self._ticket(session, self._row(session, ticket_id))
             now = self._ticket(session, self._row(session, ticket_id))
             if now.status == "claimed" and now.claimed_by == craftsman:
@@ -272,7 +277,7 @@ class TicketQueue:
     def release(self, ticket_id: str, craftsman: str) -> Ticket:
         """claimed by ``craftsman`` → open."""
         return self._transition(ticket_id, ("claimed",), craftsman, f"{craftsman} can release only a ticket they claimed",
-                                status="open", claimed_by=None)
+                                status="open", claimed_by=None, event="released")
 
     def answer(self, ticket_id: str, craftsman: str, answer: str) -> Ticket:
         """claimed by ``craftsman`` → answered, with their answer."""
@@ -280,7 +285,7 @@ class TicketQueue:
         if not answer:
             raise Conflict("an answer cannot be empty")
         return self._transition(ticket_id, ("claimed",), craftsman, f"{craftsman} must claim it before answering",
-                                status="answered", answer=answer, answered_by=craftsman)
+                                status="answered", answer=answer, answered_by=craftsman, event="answered")
 
     def start_publish(self, ticket_id: str) -> Ticket:
         """answered → publishing: from here until ``mark_published`` or ``abort_publish`` it cannot be closed."""
@@ -290,7 +295,7 @@ class TicketQueue:
     def mark_published(self, ticket_id: str, record_id: str) -> Ticket:
         """publishing → published as ``record_id`` (``start_publish`` first: the publish guard is never skipped)."""
         return self._transition(ticket_id, ("publishing",), None, "only a publishing ticket can be marked published",
-                                status="published", published_record=record_id)
+                                status="published", published_record=record_id, event="published")
 
     def abort_publish(self, ticket_id: str) -> Ticket:
         """publishing → answered, after a failed publish."""
@@ -310,16 +315,20 @@ class TicketQueue:
     def close(self, ticket_id: str, reason: str) -> Ticket:
         """open, claimed or answered → closed with ``reason`` (refused while publishing and once published)."""
         return self._transition(ticket_id, CLOSABLE, None, "only an open, claimed or answered ticket can be closed",
-                                status="closed", closed_reason=reason.strip() or "closed")
+                                status="closed", closed_reason=reason.strip() or "closed", event="closed")
 
     def _transition(self, ticket_id: str, expected: tuple[str, ...], holder: str | None, refusal: str,
-                    **values: Any) -> Ticket:
-        """One compare-and-set in its own transaction; the loser gets Conflict naming the ticket's current state."""
+                    event: str | None = None, **values: Any) -> Ticket:
+        """One compare-and-set in its own transaction (with its timeline ``event``, told to the asker); the loser
+        gets Conflict naming the ticket's current state."""
         with self.session.begin() as session:
             won = self._cas(session, ticket_id, expected, holder, **values)
             ticket = self._ticket(session, self._row(session, ticket_id))
             if not won:
                 raise Conflict(f"ticket {ticket_id} is {_state(ticket)}; {refusal}")
+            if event:
+                record(session, f"ticket:{ticket_id}", ticket.asker, event, holder or "maintainer",
+                       {"record": ticket.published_record} if event == "published" else {})
             return ticket
 
     def _cas(self, session: Session, ticket_id: str, expected: tuple[str, ...], holder: str | None = None,

@@ -99,7 +99,8 @@ def _safe_name(name: str | None) -> str:
     return "".join(c for c in base if c.isprintable())[:200] or "upload"
 
 
-@router.post(UPLOAD_PATH, status_code=202, dependencies=[Depends(role("maintainer"))],
+# The handler answers with its own JSONResponse (for the Location header): response_model documents that body.
+@router.post(UPLOAD_PATH, status_code=202, dependencies=[Depends(role("maintainer"))], response_model=ImportJobOut,
              responses={415: {"model": errors.ErrorResponse, "description": "Not a type we import (decided by content)"}},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["file", "kind"],

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
+from api.schemas import QuestionStatus, QuestionSummary, QuestionView
 from api.security import Principal, require
 from api.service import Service
 from indexer.ports import NO_FILTERS, Filters
@@ -49,47 +50,48 @@ def _own(p: Principal) -> str | None:
     return None if p.role == "maintainer" else p.principal
 
 
-@router.post("", status_code=201, dependencies=[Depends(role("enterprise", "maintainer"))])
-def ask(body: QuestionIn, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+# A stored question may lack fields added after it was asked: what was not stored is not sent (see api/schemas.py).
+@router.post("", status_code=201, dependencies=[Depends(role("enterprise", "maintainer"))], response_model_exclude_unset=True)
+def ask(body: QuestionIn, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> QuestionView:
     """Ask a question: an answer with sources and confidence, or the escalation ticket."""
     require(p, "enterprise", "maintainer")
     result = svc.engine.ask(body.question, p.principal, body.filters.filters() if body.filters else NO_FILTERS)
     svc.metrics.outcomes.labels(result.status).inc()
-    return svc.questions.get(result.id)
+    return QuestionView.model_validate(svc.questions.get(result.id))
 
 
 @router.get("")
 def list_questions(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)],
                    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   status: Literal["answered", "escalated", "out_of_scope"] | None = None) -> list[dict[str, Any]]:
+                   status: QuestionStatus | None = None) -> list[QuestionSummary]:
     """Your questions, newest first (maintainers: everyone's; ``status=out_of_scope`` is their triage list)."""
     require(p, "enterprise", "maintainer")
-    return svc.questions.list(_own(p), limit, status)
+    return [QuestionSummary.model_validate(q) for q in svc.questions.list(_own(p), limit, status)]
 
 
-@router.get("/{question_id}")
-def get_question(question_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+@router.get("/{question_id}", response_model_exclude_unset=True)
+def get_question(question_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> QuestionView:
     """One of your questions with its current status, and the craftsman's answer once published."""
     require(p, "enterprise", "maintainer")
-    return svc.questions.get(question_id, _own(p))
+    return QuestionView.model_validate(svc.questions.get(question_id, _own(p)))
 
 
-@router.post("/{question_id}/feedback", dependencies=[Depends(role("enterprise"))])
+@router.post("/{question_id}/feedback", dependencies=[Depends(role("enterprise"))], response_model_exclude_unset=True)
 def feedback(question_id: str, body: FeedbackIn, p: Annotated[Principal, Depends(principal)],
-             svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+             svc: Annotated[Service, Depends(service)]) -> QuestionView:
     """Helpful or not, with an optional comment."""
     require(p, "enterprise")
     view = svc.questions.feedback(question_id, p.principal, body.helpful, body.comment)
     svc.metrics.feedback.labels("true" if body.helpful else "false").inc()
-    return view
+    return QuestionView.model_validate(view)
 
 
-@router.post("/{question_id}/escalate", dependencies=[Depends(role("enterprise"))])
-def hand_over(question_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+@router.post("/{question_id}/escalate", dependencies=[Depends(role("enterprise"))], response_model_exclude_unset=True)
+def hand_over(question_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> QuestionView:
     """转人工: send your answered question to a craftsman (one click after an unhelpful answer); the ticket
     carries the answer that was given. Idempotent."""
     require(p, "enterprise")
     _, created = svc.engine.hand_over(question_id, p.principal)
     if created:
         svc.metrics.handovers.inc()
-    return svc.questions.get(question_id, p.principal)
+    return QuestionView.model_validate(svc.questions.get(question_id, p.principal))

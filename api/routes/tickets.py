@@ -3,7 +3,7 @@ answer; maintainers publish answers into the corpus or reject them; enterprises 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,13 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
 from api.routes.jobs import JobOut, job_url
+from api.schemas import TicketOut, TicketStatus
 from api.security import Principal, require
 from api.service import Service
 from indexer.errors import NotFound
 from rag.escalate import Ticket
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
-Status = Literal["open", "claimed", "answered", "publishing", "published", "closed"]
 
 
 class AnswerIn(BaseModel):
@@ -32,7 +32,7 @@ class RejectIn(BaseModel):
 
 class PublishAccepted(BaseModel):
     job: JobOut
-    ticket: dict[str, Any] = Field(description="The ticket when the job was accepted")
+    ticket: TicketOut = Field(description="The ticket when the job was accepted")
 
 
 def _trades(svc: Service, p: Principal) -> list[str]:
@@ -50,7 +50,7 @@ def _visible(svc: Service, p: Principal, ticket: Ticket) -> Ticket:
 
 @router.get("")
 def list_tickets(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)],
-                 status: Status | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 100) -> list[dict[str, Any]]:
+                 status: TicketStatus | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 100) -> list[TicketOut]:
     """Craftsmen: routed to you or open in your trades. Enterprises: your own. Maintainers: all."""
     queue = svc.engine.queue
     if p.role == "craftsman":
@@ -59,34 +59,34 @@ def list_tickets(p: Annotated[Principal, Depends(principal)], svc: Annotated[Ser
         tickets = queue.list(status=status, asker=p.principal, limit=limit)
     else:
         tickets = queue.list(status=status, limit=limit)
-    return [t.to_dict() for t in tickets]
+    return [TicketOut.of(t) for t in tickets]
 
 
 @router.get("/{ticket_id}")
-def get_ticket(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
-    return _visible(svc, p, svc.engine.queue.get(ticket_id)).to_dict()
+def get_ticket(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> TicketOut:
+    return TicketOut.of(_visible(svc, p, svc.engine.queue.get(ticket_id)))
 
 
 @router.post("/{ticket_id}/claim")
-def claim(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+def claim(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> TicketOut:
     require(p, "craftsman")
     _visible(svc, p, svc.engine.queue.get(ticket_id))
-    return svc.engine.queue.claim(ticket_id, p.principal, _trades(svc, p)).to_dict()
+    return TicketOut.of(svc.engine.queue.claim(ticket_id, p.principal, _trades(svc, p)))
 
 
 @router.post("/{ticket_id}/release")
-def release(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+def release(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> TicketOut:
     require(p, "craftsman")
     _visible(svc, p, svc.engine.queue.get(ticket_id))
-    return svc.engine.queue.release(ticket_id, p.principal).to_dict()
+    return TicketOut.of(svc.engine.queue.release(ticket_id, p.principal))
 
 
 @router.post("/{ticket_id}/answer", dependencies=[Depends(role("craftsman"))])
 def answer(ticket_id: str, body: AnswerIn, p: Annotated[Principal, Depends(principal)],
-           svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+           svc: Annotated[Service, Depends(service)]) -> TicketOut:
     require(p, "craftsman")
     _visible(svc, p, svc.engine.queue.get(ticket_id))
-    return svc.engine.queue.answer(ticket_id, p.principal, body.answer).to_dict()
+    return TicketOut.of(svc.engine.queue.answer(ticket_id, p.principal, body.answer))
 
 
 @router.post("/{ticket_id}/publish", status_code=202, dependencies=[Depends(role("maintainer"))],
@@ -100,12 +100,12 @@ def publish(ticket_id: str, response: Response, p: Annotated[Principal, Depends(
     require(p, "maintainer")
     job = svc.publish_jobs.submit(ticket_id, p.principal)
     response.headers["Location"] = job_url(job.id)
-    return PublishAccepted(job=JobOut.of(job), ticket=svc.engine.queue.get(ticket_id).to_dict())
+    return PublishAccepted(job=JobOut.of(job), ticket=TicketOut.of(svc.engine.queue.get(ticket_id)))
 
 
 @router.post("/{ticket_id}/reject", dependencies=[Depends(role("maintainer"))])
 def reject(ticket_id: str, body: RejectIn, p: Annotated[Principal, Depends(principal)],
-           svc: Annotated[Service, Depends(service)]) -> dict[str, Any]:
+           svc: Annotated[Service, Depends(service)]) -> TicketOut:
     """Maintainers: close the ticket with a reason instead of publishing."""
     require(p, "maintainer")
-    return svc.engine.reject(ticket_id, body.reason).to_dict()
+    return TicketOut.of(svc.engine.reject(ticket_id, body.reason))

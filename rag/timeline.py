@@ -1,0 +1,70 @@
+"""Follow-up (持续跟踪): every step of a ticket, challenge or visit becomes an event on its timeline, written in the
+transaction of the change itself (a step is never lost or told twice), and queued for the owner's webhook.
+
+Craftsmen see an enterprise under a pseudonym (``pseudonym``) unless it chose to reveal itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from rag.db import DeliveryRow, EventRow, WebhookRow, sessions
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    subject: str
+    owner: str
+    event: str
+    actor: str
+    detail: dict[str, Any]
+    at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "subject": self.subject, "event": self.event, "actor": self.actor, "detail": self.detail,
+                "at": self.at.isoformat() + "Z"}
+
+
+def pseudonym(principal: str) -> str:
+    """How craftsmen see an enterprise that has not revealed itself: stable, not reversible."""
+    return "企业-" + hashlib.sha256(principal.encode("utf-8")).hexdigest()[:6]
+
+
+def record(session: Session, subject: str, owner: str, event: str, actor: str, detail: dict[str, Any] | None = None) -> EventRow:
+    """Add an event to ``subject``'s timeline in ``session`` (the caller's transaction) and queue it for the owner's
+    webhook, if it has one."""
+    row = EventRow(subject=subject, owner=owner, event=event, actor=actor, detail=detail or {})
+    session.add(row)
+    session.flush()  # the id, for the delivery
+    hook = session.get(WebhookRow, owner)
+    if hook is not None:
+        session.add(DeliveryRow(event_id=row.id, owner=owner, url=hook.url, state="pending", attempts=0, next_at=row.at))
+    return row
+
+
+def _event(row: EventRow) -> Event:
+    return Event(row.id, row.subject, row.owner, row.event, row.actor, dict(row.detail or {}), row.at)
+
+
+class Timeline:
+    """Reads timelines."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.session = sessions(engine)
+
+    def of(self, subject: str) -> list[Event]:
+        with self.session() as session:
+            rows = session.scalars(select(EventRow).where(EventRow.subject == subject).order_by(EventRow.id)).all()
+            return [_event(r) for r in rows]
+
+    def of_owner(self, owner: str, limit: int = 200) -> list[Event]:
+        with self.session() as session:
+            rows = session.scalars(select(EventRow).where(EventRow.owner == owner).order_by(EventRow.id.desc()).limit(limit)).all()
+            return [_event(r) for r in rows]
