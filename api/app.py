@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.limits import Limits, RateLimited
-from api.routes import admin, challenges, follow, health, imports, jobs, questions, tickets, visits
+from api.routes import admin, analytics, challenges, follow, health, imports, invitations, jobs, questions, tickets, visits
 from api.service import Service
 from api.settings import Settings
 from indexer.errors import JiangxinError
@@ -159,7 +159,7 @@ def _routes() -> FastAPI:
             app.add_exception_handler(cls, _without_server_detail(handler))
     app.add_exception_handler(RateLimited, rate_limited)
     for router in (questions.router, tickets.router, follow.router, jobs.router, admin.router, imports.router, health.router,
-                   challenges.router, visits.router, visits.showcase_router):
+                   invitations.router, challenges.router, visits.router, visits.showcase_router, analytics.router):
         app.include_router(router)
     return app
 
@@ -194,5 +194,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
     def queue_page() -> HTMLResponse:
         return page("queue.html")
+
+    @app.get("/programme", response_class=HTMLResponse, include_in_schema=False)
+    def programme_page() -> HTMLResponse:  # enterprises: challenges, visits, timelines
+        return page("programme.html")
+
+    @app.get("/work", response_class=HTMLResponse, include_in_schema=False)
+    def work_page() -> HTMLResponse:  # craftsmen: invitations, challenges, visits and reports
+        return page("work.html")
+
+    @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard_page() -> HTMLResponse:  # maintainers: review and publish, analytics
+        return page("dashboard.html")
 
     return app

@@ -4,7 +4,8 @@ They describe the JSON the engine already builds (``Ticket.to_dict``, ``AskResul
 that OpenAPI documents it; they add nothing to it and drop nothing from it. A question's result is stored as JSON
 when it is asked, so a row written by an older version may lack fields added since: those fields have defaults,
 and the routes returning questions leave out what was not set (``response_model_exclude_unset``). Stored parts
-also keep keys the models do not name (``extra="allow"``).
+also keep keys the models do not name (``extra="allow"``); a ticket, rendered afresh each time, is held to
+``Ticket.to_dict`` key for key by tests/api/test_openapi_typed.py.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.escalate import Ticket
+from rag.escalate import STATUSES, Ticket
 
 Timestamp = Annotated[str, Field(description="UTC, ISO 8601 with a Z", json_schema_extra={"format": "date-time"})]
-TicketStatus = Literal["open", "claimed", "answered", "publishing", "published", "closed"]
+TicketStatus = Literal[STATUSES]  # type: ignore[valid-type]
 QuestionStatus = Literal["answered", "escalated", "out_of_scope"]
 
 

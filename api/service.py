@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from indexer.build import BuildOptions, build_index
 from indexer.errors import Conflict, JiangxinError
 from indexer.version import LiveIndex
 from rag.engine import Engine
+from rag.invitations import Invitations, Sweeper, recommend
 from rag.programme import Programme
 from rag.questions import QuestionLog
 from rag.timeline import Timeline
@@ -147,3 +149,15 @@ class Service:
         self.deliverer = Deliverer(self.engine.queue.engine, attempts=settings.webhook_attempts,
                                    base_delay=settings.webhook_backoff)
         self.deliverer.start()
+        self.invitations = Invitations(self.engine.queue.engine, self.engine.queue,
+                                       timedelta(seconds=settings.invitation_timeout))
+        self.sweeper = Sweeper(self.engine.queue.engine, self.invitations, self._reroute,
+                               timedelta(seconds=settings.ticket_sla), settings.sweep_interval)
+        self.sweeper.start()
+
+    def _reroute(self, ticket) -> list[tuple[str, str, float]]:
+        """The craftsmen best placed for a ticket nobody claimed, best first: its trades' first, then the others."""
+        version = self.engine.live.get()
+        vector = version.embedder.embed_queries([ticket.question])[0]
+        ranked = recommend(ticket, vector, version.directory.craftsmen(), self.engine.queue.open_load(), {})
+        return [(r.id, r.name, r.score) for r in ranked]

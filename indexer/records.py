@@ -275,7 +275,7 @@ class Knowledge(_TitledByTrade, Record):
 
 
 APPLICATION_NUMBER = r"^(CN)?(\d{8}|\d{12})\.[\dX]$"  # 申请号: 2003 on 12 digits (年份4+类型1+流水7), before 8; a check digit
-PUBLICATION_NUMBER = r"^CN\d{7,9}[ABCUY]\d?$"  # 公开/公告号 with its kind code (A 申请公布, B 授权, U 实用新型 …)
+PUBLICATION_NUMBER = r"^(CN\d{7,9}[ABCUY]\d?)?$"  # 公开/公告号 with its kind code (A 申请公布, B 授权, U 实用新型 …)
 IPC_CODE = r"^[A-H]\d{2}[A-Z] ?\d{1,4}/\d{2,6}$"  # section, class, subclass, main group / subgroup: B23B 25/00
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 

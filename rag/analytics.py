@@ -120,6 +120,9 @@ class CraftsmenReport(BaseModel):
     craftsmen: list[CraftsmanContribution] = Field(description="Most tickets answered first")
 
 
+CONTRIBUTIONS = tuple(f for f in CraftsmanContribution.model_fields if f not in ("craftsman", "name", "trades"))  # the counts
+
+
 def _primary_trade():
     return TicketRow.trades[0].as_string()
 
@@ -169,7 +172,7 @@ def cluster(vectors: np.ndarray, threshold: float) -> list[list[int]]:
 def embed_questions(embedder: Embedder, texts: Sequence[str], cache: EmbeddingCache | None) -> np.ndarray:
     """Query embeddings of ``texts``, kept in ``cache`` (apart from passages: a query is embedded differently), so a
     dashboard refresh embeds only the tickets new since the last one."""
-    model = f"{embedder.model_id}#query"
+    model = f"{embedder.model_id}#query:{getattr(embedder, 'query_prefix', '')}"
     hashes = [text_hash(t) for t in texts]
     known = cache.get_many(model, hashes) if cache else {}
     missing = [i for i, h in enumerate(hashes) if h not in known]
@@ -238,7 +241,8 @@ class Analytics:
                 trade=trade_name, week=f"{year}-W{week:02d}", week_start=week_start,
                 questions=c["questions"], answered_automatically=c["answered_automatically"], out_of_scope=c["out_of_scope"],
                 escalated=c["escalated"], answered_by_craftsmen=c["answered_by_craftsmen"],
-                answer_rate=_ratio(c["answered_automatically"] + c["answered_by_craftsmen"], c["answered_automatically"] + c["escalated"])))
+                answer_rate=_ratio(c["answered_automatically"] + c["answered_by_craftsmen"],
+                                   c["answered_automatically"] + c["escalated"])))
         return TradesReport(weeks=weeks, since=since, trade_weeks=rows)
 
     def gaps(self, days: int = 90, limit: int = 20, threshold: float = GAP_SIMILARITY,
@@ -272,9 +276,8 @@ class Analytics:
             leader = tickets[members[0]].question
             examples = list(dict.fromkeys(tickets[m].question for m in members[1:] if tickets[m].question != leader))[:5]
             trades = Counter(tickets[m].trade or UNCLASSIFIED for m in members)
-            out.append(GapCluster(size=len(members), trades=[t for t, _ in sorted(trades.items(), key=lambda kv: (-kv[1], kv[0]))],
-                                  representative=leader, examples=examples,
-                                  published=sum(tickets[m].status == "published" for m in members)))
+            out.append(GapCluster(size=len(members), trades=sorted(trades, key=lambda t: (-trades[t], t)), representative=leader,
+                                  examples=examples, published=sum(tickets[m].status == "published" for m in members)))
         return GapsReport(days=days, similarity=threshold, tickets=len(tickets), clusters=out)
 
     def capacity(self) -> CapacityReport:
@@ -353,8 +356,7 @@ class Analytics:
         for who in sorted(set(directory) | set(counts)):
             record, c = directory.get(who), counts[who]
             rows.append(CraftsmanContribution(craftsman=who, name=record.name if record else "",
-                                              trades=list(record.trades) if record else [],
-                                              **{f: c[f] for f in CraftsmanContribution.model_fields if f not in ("craftsman", "name", "trades")}))
+                                              trades=list(record.trades) if record else [], **{f: c[f] for f in CONTRIBUTIONS}))
         rows.sort(key=lambda r: (-r.tickets_answered, -r.answers_published, r.craftsman))
         return CraftsmenReport(craftsmen=rows)
 

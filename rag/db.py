@@ -251,6 +251,27 @@ class DeliveryRow(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+_PENDING = text("status = 'pending'")
+
+
+class InvitationRow(Base):
+    """An enterprise's invitation of one craftsman to its ticket (企业点单): pending → accepted (the ticket is claimed
+    by them) | declined | expired (no answer in time); a decline or expiry invites the next of ``after``. At most one
+    pending invitation per ticket; rows change only by compare-and-set (rag/invitations.py)."""
+
+    __tablename__ = "invitations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ticket_id: Mapped[str] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    enterprise: Mapped[str] = mapped_column(String(128), index=True)
+    craftsman: Mapped[str] = mapped_column(String(64), index=True)
+    after: Mapped[list[Any]] = mapped_column(JSON, default=list)  # who is invited next, in order
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (Index("ux_invitation_pending_ticket", "ticket_id", unique=True,
+                            sqlite_where=_PENDING, postgresql_where=_PENDING),)
+
+
 class ApiKeyRow(Base):
     """A hashed API key bound to one principal and one role."""
 

@@ -239,6 +239,16 @@ class Programme:
             record(session, f"challenge:{challenge_id}", enterprise, "cancelled", enterprise)
         return self.challenge(challenge_id, Viewer("enterprise", enterprise))
 
+    def owner_of(self, subject: str) -> str:
+        """The enterprise a challenge or visit (``challenge:C…``, ``visit:V…``) belongs to."""
+        kind, _, key = subject.partition(":")
+        table = {"challenge": ChallengeRow, "visit": VisitRow}[kind]
+        with self.session() as session:
+            row = session.get(table, key)
+            if row is None:
+                raise NotFound(f"{kind} {key} does not exist")
+            return row.enterprise
+
     def team_of(self, challenge_id: str) -> list[str]:
         with self.session() as session:
             return self._team(session, session.get(ChallengeRow, challenge_id))

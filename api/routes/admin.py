@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated, Literal, Union, get_args
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -17,7 +17,7 @@ from api.security import Principal, require
 from api.service import ReindexStatus, Service
 from indexer.corpus_store import MAX_EXTRA_BYTES, MAX_EXTRA_DEPTH, CorpusStore, check_extra
 from indexer.errors import CorpusError, NotFound
-from indexer.records import KINDS, Record
+from indexer.records import KINDS, Record, record_to_json
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
 Kind = Literal["achievement", "course", "standard_question", "craftsman", "passage"]
@@ -108,6 +108,19 @@ class IndexInfo(BaseModel):
     threshold: float = Field(description="Confidence at which a question is answered automatically")
 
 
+class CorpusRecord(BaseModel):
+    """A corpus record as written in its kind's JSONL file: ``id``, ``extra`` and the fields of its kind, which the
+    request body of ``PUT /v1/admin/records/{kinds}`` lists."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    extra: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: Record) -> CorpusRecord:
+        return cls.model_validate(record_to_json(record))
+
+
 class RecordDeleted(BaseModel):
     deleted: str = Field(description="The record id")
     kind: Kind
@@ -169,15 +182,11 @@ def record_from_body(kind: str, body: bytes) -> Record:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
 
 
-# The record of its kind, as in its JSONL file: the record itself is returned, so the union is resolved by its type.
-KindRecord = Union[tuple(KINDS[k] for k in get_args(Kind))]  # type: ignore[valid-type]
-
-
-@router.get("/records/{kind}/{record_id}", response_model=KindRecord)
+@router.get("/records/{kind}/{record_id}")
 def get_record(kind: Kind, record_id: str, p: Annotated[Principal, Depends(principal)],
-               svc: Annotated[Service, Depends(service)]) -> Record:
+               svc: Annotated[Service, Depends(service)]) -> CorpusRecord:
     require(p, "maintainer")
-    return _corpus(svc).get(kind, record_id)
+    return CorpusRecord.of(_corpus(svc).get(kind, record_id))
 
 
 def _put_route(kind: str, model: type[Record]) -> None:
@@ -185,17 +194,17 @@ def _put_route(kind: str, model: type[Record]) -> None:
 
     # The body is read and validated here, after ``require``: a key without the role gets 403 whatever it sends.
     async def put_record(request: Request, p: Annotated[Principal, Depends(principal)],
-                         svc: Annotated[Service, Depends(service)]) -> Record:
+                         svc: Annotated[Service, Depends(service)]) -> CorpusRecord:
         require(p, "maintainer")
         record = record_from_body(kind, await request.body())
         await run_in_threadpool(_corpus(svc).upsert, record)
-        return record
+        return CorpusRecord.of(record)
 
     put_record.__doc__ = (f"Create or replace a {kind} record (by its id); re-index to serve it. Ids are unique across "
                           f"kinds (409 if another kind has it); `extra` may nest at most {MAX_EXTRA_DEPTH} levels and "
                           f"take at most {MAX_EXTRA_BYTES} bytes (422).")
     body = {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
-    router.add_api_route(f"/records/{plural}", put_record, methods=["PUT"], name=f"put_{kind}", response_model=model,
+    router.add_api_route(f"/records/{plural}", put_record, methods=["PUT"], name=f"put_{kind}",
                          openapi_extra={"requestBody": body})
 
 

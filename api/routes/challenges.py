@@ -160,6 +160,9 @@ def timeline(challenge_id: str, p: Annotated[Principal, Depends(principal)],
     """The challenge's events (its enterprise, maintainers, and craftsmen who may see it)."""
     challenge = svc.programme.challenge(challenge_id, viewer(svc, p))  # 404 for whoever may not see it
     events = svc.timeline.of(f"challenge:{challenge.id}")
-    if p.role == "craftsman" and challenge.description is None:  # confidential: no progress notes outside the team
+    if p.role != "craftsman":
+        return [EventOut.of(e) for e in events]
+    if challenge.description is None:  # confidential: no progress notes outside the team
         events = [e for e in events if e.event != "progress"]
-    return [EventOut.of(e) for e in events]
+    events = [e for e in events if e.event != "invited" or e.detail.get("craftsman") == p.principal]
+    return [EventOut.of(e, shown_as={svc.programme.owner_of(f"challenge:{challenge.id}"): challenge.enterprise}) for e in events]

@@ -28,8 +28,17 @@ class EventOut(BaseModel):
     at: str
 
     @classmethod
-    def of(cls, e: Event) -> EventOut:
-        return cls(**e.to_dict())
+    def of(cls, e: Event, shown_as: dict[str, str] | None = None) -> EventOut:
+        """The event, with actors renamed by ``shown_as`` (an enterprise's pseudonym, for craftsmen)."""
+        data = e.to_dict()
+        data["actor"] = (shown_as or {}).get(data["actor"], data["actor"])
+        return cls(**data)
+
+
+class MeOut(BaseModel):
+    role: Literal["enterprise", "craftsman", "maintainer"]
+    principal: str = Field(description="The enterprise id, the craftsman's record id, or the maintainer's id")
+    name: str
 
 
 class WebhookIn(BaseModel):
@@ -66,6 +75,12 @@ def ticket_timeline(ticket_id: str, p: Annotated[Principal, Depends(principal)],
     """A ticket's events, for whoever may see the ticket."""
     _visible(svc, p, svc.engine.queue.get(ticket_id))
     return [EventOut.of(e) for e in svc.timeline.of(f"ticket:{ticket_id}")]
+
+
+@router.get("/v1/me")
+def me(p: Annotated[Principal, Depends(principal)]) -> MeOut:
+    """Who the key acts for (pages use it to tell a craftsman's own application from the others)."""
+    return MeOut(role=p.role, principal=p.principal, name=p.name)
 
 
 @router.get("/v1/events", dependencies=[Depends(role("enterprise"))])

@@ -218,7 +218,8 @@ def publish_case(visit_id: str, body: CaseIn, p: Annotated[Principal, Depends(pr
 def timeline(visit_id: str, p: Annotated[Principal, Depends(principal)],
              svc: Annotated[Service, Depends(service)]) -> list[EventOut]:
     visit = svc.programme.visit(visit_id, viewer(svc, p))
-    return [EventOut.of(e) for e in svc.timeline.of(f"visit:{visit.id}")]
+    shown = {svc.programme.owner_of(f"visit:{visit.id}"): visit.enterprise} if p.role == "craftsman" else {}
+    return [EventOut.of(e, shown_as=shown) for e in svc.timeline.of(f"visit:{visit.id}")]
 
 
 @showcase_router.get("")

@@ -51,7 +51,8 @@ def dash(srv):
     cnc = ask(srv, "ent_a", CNC_Q)
     conveyor = ask(srv, "ent_a", CONVEYOR_Q)
     weather = ask(srv, "ent_b", WEATHER_Q)
-    assert [q["status"] for q in (weld, again, cnc, conveyor, weather)] == ["escalated", "escalated", "escalated", "answered", "out_of_scope"]
+    statuses = [q["status"] for q in (weld, again, cnc, conveyor, weather)]
+    assert statuses == ["escalated", "escalated", "escalated", "answered", "out_of_scope"]
     assert weld["ticket"]["routed_to"][0]["id"] == "cm-m-2"
     tid = weld["ticket"]["id"]
     with srv.client("welder") as c:

@@ -232,3 +232,12 @@ def test_every_programme_route_allows_exactly_its_roles(srv):
     ]
     for method, path, body, expected in matrix:
         assert allowed_roles(srv, method, path, body) == expected, (method, path)
+
+
+def test_craftsmen_see_timelines_under_the_pseudonym_and_whoami(srv):
+    cid = call(srv, "ent_a", "POST", "/v1/challenges", {"title": "焊接变形", "description": "d", "trade": "焊接",
+                                                        "deadline": SOON, "invited": ["cm-m-3"]}).json()["id"]
+    events = call(srv, "welder", "GET", f"/v1/challenges/{cid}/timeline").json()
+    assert events and all(e["actor"] != "ent-a" for e in events) and events[0]["actor"].startswith("企业-")
+    assert all(e["event"] != "invited" for e in events)  # whom else the enterprise invited is not the welder's business
+    assert call(srv, "welder", "GET", "/v1/me").json() == {"role": "craftsman", "principal": "cm-m-2", "name": "李红"}
