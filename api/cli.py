@@ -664,10 +664,14 @@ def queue_answer(ticket_id: str, answer: str, craftsman: Annotated[str, typer.Op
 
 
 @queue_app.command("publish")
-def queue_publish(ticket_id: str, as_json: JsonOpt = False, index: IndexOpt = None, corpus: CorpusOpt = None) -> None:
-    """Publish an answered ticket: it becomes a standard question and is indexed at once."""
+def queue_publish(ticket_id: str, as_json: JsonOpt = False, index: IndexOpt = None, corpus: CorpusOpt = None,
+                  question: Annotated[Optional[str], typer.Option("--question", help="the edited, de-identified question "
+                                                                  "to publish instead of the asker's")] = None,
+                  answer: Annotated[Optional[str], typer.Option("--answer", help="the edited answer to publish instead "
+                                                                "of the craftsman's")] = None) -> None:
+    """Publish an answered ticket: it becomes a standard question and is indexed at once (a confidential one never)."""
     try:
-        ticket, report = _queue(index, corpus).publish(ticket_id)
+        ticket, report = _queue(index, corpus).publish(ticket_id, question, answer)
     except JiangxinError as exc:
         fail(exc)
     _print_ticket(ticket, as_json)

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.errors import STATUS
 from indexer.errors import Conflict, JiangxinError, NotFound
-from rag.db import PublishJobRow, sessions, utcnow
+from rag.db import PublishEditRow, PublishJobRow, sessions, utcnow
 from rag.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class PublishJobs:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._runs: dict[str, Future[None]] = {}
 
-    def submit(self, ticket_id: str, by: str) -> Job:
+    def submit(self, ticket_id: str, by: str, question: str | None = None, answer: str | None = None) -> Job:
         """A queued job publishing ``ticket_id``, or the job already queued or running for it.
 
         NotFound if there is no such ticket; Conflict unless it is answered. The check is for a clear answer
@@ -98,9 +98,14 @@ class PublishJobs:
             if ticket.status != "answered":
                 raise Conflict(f"ticket {ticket_id} is {ticket.status}; only an answered ticket can be published"
                                + _NOT_ANSWERED.get(ticket.status, ""))
+            if ticket.confidential:
+                raise Conflict(f"ticket {ticket_id} is confidential: it is never published")
             job_id = "J" + secrets.token_hex(6)
             try:
                 with self.session.begin() as session:
+                    if question is not None or answer is not None:  # the maintainer's edit, read by the job
+                        session.merge(PublishEditRow(ticket_id=ticket_id, question=question or ticket.question,
+                                                     answer=answer or ticket.answer or "", edited_by=by, at=utcnow()))
                     session.execute(insert(PublishJobRow).values(id=job_id, ticket_id=ticket_id, state="queued",
                                                                  requested_by=by, created_at=utcnow()))
             except IntegrityError:
@@ -162,7 +167,10 @@ class PublishJobs:
                 log.warning("publish job %s was no longer queued when its turn came; not run", job_id)
                 return
             try:
-                _, report = self.engine.publish(ticket_id)
+                with self.session() as session:
+                    edit = session.get(PublishEditRow, ticket_id)
+                    question, answer = (edit.question, edit.answer) if edit else (None, None)
+                _, report = self.engine.publish(ticket_id, question, answer)
             except Exception as exc:  # noqa: BLE001 - a background job must report, not vanish
                 log.exception("publish job %s for ticket %s failed", job_id, ticket_id)
                 self._cas(job_id, "running", state="failed", error=failure_message(exc), finished_at=utcnow())

@@ -61,6 +61,8 @@ class TicketOut(BaseModel):
     closed_reason: str | None
     created_at: Timestamp | None
     updated_at: Timestamp | None
+    confidential: bool = Field(description="Never published; seen only by the craftsmen it is routed or invited to")
+    reveal: bool = Field(description="Craftsmen see the asker's id rather than a pseudonym")
 
     @classmethod
     def of(cls, ticket: Ticket) -> TicketOut:

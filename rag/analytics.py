@@ -18,11 +18,11 @@ from datetime import date, datetime, time, timedelta
 
 import numpy as np
 from pydantic import BaseModel, Field
-from sqlalchemy import Connection, Engine, case, exists, false, func, literal, or_, select, true
+from sqlalchemy import Connection, Engine, case, exists, func, literal, select, true
 
 from indexer.embedders import Embedder, EmbeddingCache, text_hash
 from indexer.version import LiveIndex
-from rag.db import ApplicationRow, FeedbackRow, QuestionRow, TicketRow, VisitRow, utcnow
+from rag.db import ApplicationRow, FeedbackRow, QuestionRow, SubjectFlagsRow, TicketRow, VisitRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class Analytics:
         inside another; a missed one only splits a gap in two, so the threshold leans strict. Another embedder needs
         its own threshold.
 
-        Tickets marked confidential (if the tickets or questions table has a ``confidential`` column) and tickets a
+        Tickets the enterprise marked confidential (the ticket or its question, ``subject_flags``) and tickets a
         confidential visit was requested from are left out."""
         since = (now or utcnow()) - timedelta(days=days)
         query = (select(TicketRow.question, _primary_trade().label("trade"), TicketRow.status)
@@ -371,11 +371,10 @@ def _picked(conn: Connection) -> Counter:
 
 
 def _not_confidential() -> list:
-    """Conditions keeping confidential subjects out of a ticket query: a ``confidential`` flag on the ticket or on any of
-    its question rows (when those columns exist), or a confidential visit requested from the ticket."""
-    conditions = [~exists().where(VisitRow.source == literal("ticket:") + TicketRow.id, VisitRow.confidential == true())]
-    if hasattr(TicketRow, "confidential"):
-        conditions.append(or_(TicketRow.confidential.is_(None), TicketRow.confidential == false()))
-    if hasattr(QuestionRow, "confidential"):
-        conditions.append(~exists().where(QuestionRow.ticket_id == TicketRow.id, QuestionRow.confidential == true()))
-    return conditions
+    """Conditions keeping confidential subjects out of a ticket query: the ticket or any of its questions marked
+    confidential by the enterprise (``subject_flags``), or a confidential visit requested from the ticket."""
+    secret = SubjectFlagsRow.confidential == true()
+    return [~exists().where(VisitRow.source == literal("ticket:") + TicketRow.id, VisitRow.confidential == true()),
+            ~exists().where(SubjectFlagsRow.subject == literal("ticket:") + TicketRow.id, secret),
+            ~exists().where(QuestionRow.ticket_id == TicketRow.id,
+                            SubjectFlagsRow.subject == literal("question:") + QuestionRow.id, secret)]

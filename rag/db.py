@@ -122,6 +122,18 @@ class PublishJobRow(Base):
                             sqlite_where=_ACTIVE_JOB, postgresql_where=_ACTIVE_JOB),)
 
 
+class PublishEditRow(Base):
+    """The maintainer's edited, de-identified question and answer for a ticket's publish job (what goes into the
+    shared corpus instead of the raw text), written with the job's request and read when the job runs."""
+
+    __tablename__ = "publish_edits"
+    ticket_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    edited_by: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ImportJobRow(Base):
     """A maintainer's upload imported in the background (导入任务): queued → running → done or failed. Rows change
     only by compare-and-set (api/imports.py); ``report`` holds what the import did, as the CLI prints it."""
@@ -141,6 +153,17 @@ class ImportJobRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class SubjectFlagsRow(Base):
+    """How an enterprise marked a question or ticket (``question:Q…``, ``ticket:T…``): confidential (never published,
+    never in the open pool, never in analytics text) and/or revealed (craftsmen see its id, not a pseudonym). Written
+    in the transaction that creates the subject; a subject without a row is neither."""
+
+    __tablename__ = "subject_flags"
+    subject: Mapped[str] = mapped_column(String(48), primary_key=True)
+    confidential: Mapped[bool] = mapped_column(default=False)
+    reveal: Mapped[bool] = mapped_column(default=False)
 
 
 class ChallengeRow(Base):

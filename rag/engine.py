@@ -30,7 +30,7 @@ from indexer.records import Craftsman, Record, StandardQuestion, delete_record, 
 from indexer.version import IndexVersion, LiveIndex
 from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
 from rag.confidence import Calibrator, confidence_features, load_calibrator
-from rag.db import QuestionRow, sessions
+from rag.db import QuestionRow, SubjectFlagsRow, sessions
 from rag.generate import Generator, GeneratorConfig
 from rag.escalate import Route, Ticket, TicketQueue, route
 from rag.rank import Ranker, RankerWeights, Scored
@@ -257,20 +257,25 @@ class Engine:
                          message="暂未找到足够可靠的答案，已转交劳模工匠解答。", related=related, ranked=ranked, version=version,
                          vector=vector)
 
-    def ask(self, question: str, asker: str = "anonymous", filters: Filters = NO_FILTERS) -> AskResult:
-        """Answer ``question`` or escalate it; either way the outcome is recorded durably first."""
+    def ask(self, question: str, asker: str = "anonymous", filters: Filters = NO_FILTERS, confidential: bool = False,
+            reveal: bool = False) -> AskResult:
+        """Answer ``question`` or escalate it; either way the outcome is recorded durably first. A confidential
+        question's ticket is never published and never offered in the open pool of a trade."""
         result = self.assess(question, filters)
         result.id = "Q" + secrets.token_hex(6)
         with self.queue.transaction() as session:  # the ticket joins it: question and ticket commit together or not at all
+            if confidential or reveal:
+                session.add(SubjectFlagsRow(subject=f"question:{result.id}", confidential=confidential, reveal=reveal))
             if result.status == "escalated":
-                result.ticket = self._escalate(result.version or self.live.get(), result, asker)
+                result.ticket = self._escalate(result.version or self.live.get(), result, asker, confidential, reveal)
             session.add(QuestionRow(id=result.id, asker=asker, question=result.question, status=result.status,
                                     confidence=result.confidence, result=result.to_dict(),
                                     ticket_id=result.ticket.id if result.ticket else None,
                                     index_version=result.index_version))
         return result
 
-    def _escalate(self, version: IndexVersion, result: AskResult, asker: str = "anonymous") -> Ticket:
+    def _escalate(self, version: IndexVersion, result: AskResult, asker: str = "anonymous", confidential: bool = False,
+                  reveal: bool = False) -> Ticket:
         ranked = [s for s in result.ranked if s.candidate.kind != "craftsman"]
         context = []
         rows = version.chunks.get_many(s.candidate.chunk_ids[0] for s in ranked[:5] if s.candidate.chunk_ids)
@@ -279,7 +284,8 @@ class Engine:
             text = row.text if row else ""
             context.append({"kind": s.candidate.kind, "id": s.candidate.record_id, "title": s.candidate.title, "snippet": text[:240]})
         trades, routes = self.routing(version, result.question, result.ranked, result.vector)
-        ticket, _ = self.queue.create(result.question, asker, result.confidence, context, trades, routes)
+        ticket, _ = self.queue.create(result.question, asker, result.confidence, context, trades, routes,
+                                      confidential=confidential, reveal=reveal)
         routed = version.records.get_many(r.craftsman_id for r in ticket.routes)
         cards = [craftsman_card(r) for r in (routed.get(x.craftsman_id) for x in ticket.routes) if isinstance(r, Craftsman)]
         result.related = {**result.related, "craftsmen": cards}
@@ -303,6 +309,8 @@ class Engine:
             if row.status != "answered":
                 raise Conflict(f"question {question_id} is {row.status}; only an answered question can be handed to a craftsman")
             question, owner, given, confidence = row.question, row.asker, dict(row.result or {}), row.confidence
+            flags = session.get(SubjectFlagsRow, f"question:{question_id}")  # the ticket inherits confidential / reveal
+            confidential, reveal = (flags.confidential, flags.reveal) if flags else (False, False)
         version = self.live.get()
         vector = version.embedder.embed_queries([question])[0]
         ranked = self.rank(version, question, vector=vector)
@@ -312,7 +320,8 @@ class Engine:
                     for r in related_material(version, ranked, 4)]
         trades, routes = self.routing(version, question, ranked, vector)
         with self.queue.transaction() as session:
-            ticket, created = self.queue.create(question, owner, confidence, context, trades, routes)
+            ticket, created = self.queue.create(question, owner, confidence, context, trades, routes,
+                                                confidential=confidential, reveal=reveal)
             cards = [craftsman_card(r) for r in (version.records.get(x.craftsman_id) for x in ticket.routes) if isinstance(r, Craftsman)]
             names = "、".join(c["name"] for c in cards) or "劳模工匠"
             given.update(status="escalated", ticket=ticket.to_dict(), handed_over=True,
@@ -367,17 +376,22 @@ class Engine:
                 apply_changes(self.config.index_dir, self.live.embedder, self.cache, deletes=[record_id])
                 self.live.refresh(wait=True)
 
-    def publish(self, ticket_id: str) -> tuple[Ticket, BuildReport]:
+    def publish(self, ticket_id: str, question: str | None = None, answer: str | None = None) -> tuple[Ticket, BuildReport]:
         """Turn an answered ticket into a standard question (crediting the craftsman) and index it as a delta segment
-        (the record alone is analysed and embedded), served before this returns."""
+        (the record alone is analysed and embedded), served before this returns. ``question`` and ``answer`` are the
+        maintainer's edited, de-identified texts, published instead of the raw ones when given; a confidential
+        ticket is never published."""
         with self.build_lock:
+            if self.queue.get(ticket_id).confidential:
+                raise Conflict(f"ticket {ticket_id} is confidential: it is never published")
             ticket = self.queue.start_publish(ticket_id)  # answered → publishing: from now on a reject is refused
             written = built = False
             try:
                 version = self.live.get()
                 craftsman = version.records.get(ticket.answered_by or "")
                 record = StandardQuestion(
-                    id=published_record_id(ticket.id), question=ticket.question, answer=ticket.answer or "", aliases=[],
+                    id=published_record_id(ticket.id), question=(question or ticket.question).strip(),
+                    answer=(answer or ticket.answer or "").strip(), aliases=[],
                     trade=(ticket.trades or ["综合"])[0], keywords=[],
                     extra={"source": "craftsman_answer", "ticket": ticket.id, "craftsman": ticket.answered_by,
                            "craftsman_name": craftsman.name if isinstance(craftsman, Craftsman) else ticket.answered_by},

@@ -20,14 +20,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, case, func, or_, select, text, update
+from sqlalchemy import Engine, and_, case, func, literal, or_, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from indexer.ports import CraftsmanProfile
 from indexer.text import normalise
-from rag.db import LockRow, RouteRow, TicketRow, TicketTradeRow, sessions, utcnow
+from rag.db import LockRow, RouteRow, SubjectFlagsRow, TicketRow, TicketTradeRow, sessions, utcnow
 from rag.timeline import record
 
 STATUSES = ("open", "claimed", "answered", "publishing", "published", "closed")
@@ -61,6 +61,8 @@ class Ticket:
     closed_reason: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    confidential: bool = False  # never published, not in the open pool: only routed, invited or claiming craftsmen see it
+    reveal: bool = False  # craftsmen see the asker's id instead of a pseudonym
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class Ticket:
             "published_record": self.published_record, "closed_reason": self.closed_reason,
             "created_at": self.created_at.isoformat() + "Z" if self.created_at else None,
             "updated_at": self.updated_at.isoformat() + "Z" if self.updated_at else None,
+            "confidential": self.confidential, "reveal": self.reveal,
         }
 
 
@@ -168,7 +171,8 @@ class TicketQueue:
             session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"taken_at": stmt.excluded.taken_at}))
 
     def create(self, question: str, asker: str, confidence: float, context: list[dict[str, Any]],
-               trades: list[str], routes: list[Route], session: Session | None = None) -> tuple[Ticket, bool]:
+               trades: list[str], routes: list[Route], session: Session | None = None, confidential: bool = False,
+               reveal: bool = False) -> tuple[Ticket, bool]:
         """A new open ticket, or the asker's recent ticket for the same question; (ticket, created).
 
         Raises QuotaExceeded when the asker already opened ``quota_per_day`` tickets in the last 24 hours. With
@@ -177,13 +181,15 @@ class TicketQueue:
         joined = _JOINED.get()
         if session is None and joined is not None and joined[0] is self:
             session = joined[1]
+        flags = (confidential, reveal)
         if session is not None:
-            return self._create(session, question, asker, confidence, context, trades, routes)
+            return self._create(session, question, asker, confidence, context, trades, routes, flags)
         with self.session.begin() as own:
-            return self._create(own, question, asker, confidence, context, trades, routes)
+            return self._create(own, question, asker, confidence, context, trades, routes, flags)
 
     def _create(self, session: Session, question: str, asker: str, confidence: float, context: list[dict[str, Any]],
-                trades: list[str], routes: list[Route]) -> tuple[Ticket, bool]:
+                trades: list[str], routes: list[Route], flags: tuple[bool, bool] = (False, False)) -> tuple[Ticket, bool]:
+        confidential, reveal = flags
         key = question_key(question)
         self._lock_asker(session, asker)
         now = utcnow()
@@ -208,6 +214,8 @@ class TicketQueue:
         session.add_all(TicketTradeRow(ticket_id=row.id, trade=t) for t in dict.fromkeys(trades) if t)
         session.add_all(RouteRow(ticket_id=row.id, craftsman_id=r.craftsman_id, name=r.name, rank=rank, score=r.score)
                         for rank, r in enumerate(routes, start=1))
+        if confidential or reveal:
+            session.add(SubjectFlagsRow(subject=f"ticket:{row.id}", confidential=confidential, reveal=reveal))
         session.flush()
         record(session, f"ticket:{row.id}", asker, "created", asker, {"trades": list(trades)})
         if routes:
@@ -230,14 +238,17 @@ class TicketQueue:
         if craftsman:
             visible = [TicketRow.id.in_(select(RouteRow.ticket_id).where(RouteRow.craftsman_id == craftsman)),
                        TicketRow.claimed_by == craftsman, TicketRow.answered_by == craftsman]
-            if trades:
+            if trades:  # the open pool of their trades, confidential tickets excepted
                 in_trades = select(TicketTradeRow.ticket_id).where(TicketTradeRow.trade.in_(list(trades)))
-                visible.append(and_(TicketRow.status == "open", TicketRow.id.in_(in_trades)))
+                secret = select(SubjectFlagsRow.subject).where(SubjectFlagsRow.confidential.is_(True))
+                visible.append(and_(TicketRow.status == "open", TicketRow.id.in_(in_trades),
+                                    (literal("ticket:") + TicketRow.id).not_in(secret)))
             query = query.where(or_(*visible))
         with self.session.begin() as session:
             rows = session.scalars(query.order_by(TicketRow.created_at.desc(), TicketRow.id.desc()).limit(limit)).all()
             routes = self._routes(session, [r.id for r in rows])
-            return [self._ticket(session, r, routes.get(r.id, [])) for r in rows]
+            flags = self._flags(session, [r.id for r in rows])
+            return [self._ticket(session, r, routes.get(r.id, []), flags.get(r.id)) for r in rows]
 
     def open_load(self) -> dict[str, int]:
         """Open or claimed tickets per routed craftsman, for balancing new routes, counting at most
@@ -254,14 +265,14 @@ class TicketQueue:
 
     def can_see(self, ticket: Ticket, craftsman: str, trades: list[str]) -> bool:
         return (any(r.craftsman_id == craftsman for r in ticket.routes) or craftsman in (ticket.claimed_by, ticket.answered_by)
-                or (ticket.status == "open" and bool(set(ticket.trades) & set(trades))))
+                or (ticket.status == "open" and not ticket.confidential and bool(set(ticket.trades) & set(trades))))
 
     def claim(self, ticket_id: str, craftsman: str, trades: list[str] | None = None) -> Ticket:
         """open → claimed by ``craftsman``, if it is routed to them or in one of their ``trades``."""
         trades = list(trades or [])
         # Routes and trades never change once written, so who may claim is read before the compare-and-set.
         ticket = self.get(ticket_id)
-        if not (self.can_see(ticket, craftsman, trades) or set(ticket.trades) & set(trades)):
+        if not self.can_see(ticket, craftsman, trades):
             raise Forbidden(f"ticket {ticket_id} is {_state(ticket)}; it is not routed to {craftsman} nor open for their trades")
         with self.session.begin() as session:
             if self._cas(session, ticket_id, ("open",), status="claimed", claimed_by=craftsman):
@@ -286,6 +297,30 @@ class TicketQueue:
             raise Conflict("an answer cannot be empty")
         return self._transition(ticket_id, ("claimed",), craftsman, f"{craftsman} must claim it before answering",
                                 status="answered", answer=answer, answered_by=craftsman, event="answered")
+
+    def outcome(self, ticket_id: str, asker: str, solved: bool, comment: str = "") -> Ticket:
+        """The asker's verdict on the craftsman's answer (持续跟踪): solved is recorded; not solved reopens an answered
+        ticket (answered → open, the answer kept on the timeline) so a craftsman takes it up again."""
+        ticket = self.get(ticket_id)
+        if ticket.asker != asker:
+            raise NotFound(f"ticket {ticket_id} does not exist")
+        if solved or ticket.status != "answered":
+            if ticket.status not in ("answered", "publishing", "published"):
+                raise Conflict(f"ticket {ticket_id} is {_state(ticket)}; only an answered ticket can be judged")
+            if not solved:
+                raise Conflict(f"ticket {ticket_id} is {_state(ticket)}; a published answer is not reopened — ask again")
+            with self.session.begin() as session:
+                record(session, f"ticket:{ticket_id}", asker, "solved", asker, {"comment": comment[:500]})
+            return self.get(ticket_id)
+        with self.session.begin() as session:
+            won = self._cas(session, ticket_id, ("answered",), None, status="open", claimed_by=None, answer=None,
+                            answered_by=None)
+            now = self._ticket(session, self._row(session, ticket_id))
+            if not won:
+                raise Conflict(f"ticket {ticket_id} is {_state(now)}; only an answered ticket can be reopened")
+            record(session, f"ticket:{ticket_id}", asker, "reopened", asker,
+                   {"comment": comment[:500], "answered_by": ticket.answered_by, "answer": ticket.answer})
+            return now
 
     def start_publish(self, ticket_id: str) -> Ticket:
         """answered → publishing: from here until ``mark_published`` or ``abort_publish`` it cannot be closed."""
@@ -357,12 +392,20 @@ class TicketQueue:
             routes.setdefault(r.ticket_id, []).append(Route(r.craftsman_id, r.name, r.score))
         return routes
 
-    def _ticket(self, session: Session, row: TicketRow, routes: list[Route] | None = None) -> Ticket:
+    def _flags(self, session: Session, ticket_ids: list[str]) -> dict[str, tuple[bool, bool]]:
+        rows = session.scalars(select(SubjectFlagsRow).where(
+            SubjectFlagsRow.subject.in_([f"ticket:{t}" for t in ticket_ids]))).all() if ticket_ids else []
+        return {r.subject.removeprefix("ticket:"): (r.confidential, r.reveal) for r in rows}
+
+    def _ticket(self, session: Session, row: TicketRow, routes: list[Route] | None = None,
+                flags: tuple[bool, bool] | None = None) -> Ticket:
         if routes is None:
             routes = self._routes(session, [row.id]).get(row.id, [])
+            flags = self._flags(session, [row.id]).get(row.id)
+        confidential, reveal = flags or (False, False)
         return Ticket(row.id, row.question, row.asker, row.status, row.confidence, list(row.context or []),
                       list(row.trades or []), routes, row.claimed_by, row.answer, row.answered_by, row.published_record,
-                      row.closed_reason, row.created_at, row.updated_at)
+                      row.closed_reason, row.created_at, row.updated_at, confidential, reveal)
 
 
 def _state(ticket: Ticket) -> str:

@@ -58,7 +58,7 @@ class InvitationOut(BaseModel):
 
     @classmethod
     def of(cls, i: Invitation, ticket: Ticket | None = None) -> InvitationOut:
-        extra = {"question": ticket.question, "asker": pseudonym(ticket.asker)} if ticket else {}
+        extra = {"question": ticket.question, "asker": ticket.asker if ticket.reveal else pseudonym(ticket.asker)} if ticket else {}
         return cls(**i.to_dict(), **extra)
 
 

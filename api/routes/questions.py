@@ -25,6 +25,9 @@ class QuestionIn(BaseModel):
                           description="1–2,000 characters with at least one visible one (not white space, zero-width "
                                       "or control); invisible characters are removed")
     filters: FiltersIn | None = None
+    confidential: bool = Field(default=False, description="Trade secret: if escalated, the ticket is never published and "
+                                                        "reaches only the craftsmen it is routed or invited to")
+    reveal: bool = Field(default=False, description="Let craftsmen see who asks (default: a pseudonym)")
 
 
 class FiltersIn(BaseModel):
@@ -55,7 +58,8 @@ def _own(p: Principal) -> str | None:
 def ask(body: QuestionIn, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> QuestionView:
     """Ask a question: an answer with sources and confidence, or the escalation ticket."""
     require(p, "enterprise", "maintainer")
-    result = svc.engine.ask(body.question, p.principal, body.filters.filters() if body.filters else NO_FILTERS)
+    result = svc.engine.ask(body.question, p.principal, body.filters.filters() if body.filters else NO_FILTERS,
+                            confidential=body.confidential, reveal=body.reveal)
     svc.metrics.outcomes.labels(result.status).inc()
     return QuestionView.model_validate(svc.questions.get(result.id))
 

@@ -3,6 +3,7 @@ answer; maintainers publish answers into the corpus or reject them; enterprises 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -16,6 +17,7 @@ from api.security import Principal, require
 from api.service import Service
 from indexer.errors import NotFound
 from rag.escalate import Ticket
+from rag.timeline import pseudonym
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
 
@@ -30,6 +32,21 @@ class RejectIn(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+class OutcomeIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    solved: bool = Field(description="Did the craftsman's answer solve the problem? Not solved reopens the ticket")
+    comment: str = Field(default="", max_length=500)
+
+
+class PublishIn(BaseModel):
+    """What goes into the shared corpus: the maintainer's edited, de-identified question and answer (company names,
+    sites and figures that identify the asker removed). Without a body the texts are published as written."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    question: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+    answer: str = Field(min_length=1, max_length=8000, pattern=r"\S")
+
+
 class PublishAccepted(BaseModel):
     job: JobOut
     ticket: TicketOut = Field(description="The ticket when the job was accepted")
@@ -38,6 +55,13 @@ class PublishAccepted(BaseModel):
 def _trades(svc: Service, p: Principal) -> list[str]:
     record = svc.engine.live.get().records.get(p.principal)
     return list(getattr(record, "trades", []))
+
+
+def _out(ticket: Ticket, p: Principal) -> TicketOut:
+    """The ticket as ``p`` may see it: craftsmen see the asker as a pseudonym unless the enterprise revealed itself."""
+    if p.role == "craftsman" and not ticket.reveal:
+        ticket = replace(ticket, asker=pseudonym(ticket.asker))
+    return TicketOut.of(ticket)
 
 
 def _visible(svc: Service, p: Principal, ticket: Ticket) -> Ticket:
@@ -59,26 +83,26 @@ def list_tickets(p: Annotated[Principal, Depends(principal)], svc: Annotated[Ser
         tickets = queue.list(status=status, asker=p.principal, limit=limit)
     else:
         tickets = queue.list(status=status, limit=limit)
-    return [TicketOut.of(t) for t in tickets]
+    return [_out(t, p) for t in tickets]
 
 
 @router.get("/{ticket_id}")
 def get_ticket(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> TicketOut:
-    return TicketOut.of(_visible(svc, p, svc.engine.queue.get(ticket_id)))
+    return _out(_visible(svc, p, svc.engine.queue.get(ticket_id)), p)
 
 
 @router.post("/{ticket_id}/claim")
 def claim(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> TicketOut:
     require(p, "craftsman")
     _visible(svc, p, svc.engine.queue.get(ticket_id))
-    return TicketOut.of(svc.engine.queue.claim(ticket_id, p.principal, _trades(svc, p)))
+    return _out(svc.engine.queue.claim(ticket_id, p.principal, _trades(svc, p)), p)
 
 
 @router.post("/{ticket_id}/release")
 def release(ticket_id: str, p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> TicketOut:
     require(p, "craftsman")
     _visible(svc, p, svc.engine.queue.get(ticket_id))
-    return TicketOut.of(svc.engine.queue.release(ticket_id, p.principal))
+    return _out(svc.engine.queue.release(ticket_id, p.principal), p)
 
 
 @router.post("/{ticket_id}/answer", dependencies=[Depends(role("craftsman"))])
@@ -86,19 +110,26 @@ def answer(ticket_id: str, body: AnswerIn, p: Annotated[Principal, Depends(princ
            svc: Annotated[Service, Depends(service)]) -> TicketOut:
     require(p, "craftsman")
     _visible(svc, p, svc.engine.queue.get(ticket_id))
-    return TicketOut.of(svc.engine.queue.answer(ticket_id, p.principal, body.answer))
+    return _out(svc.engine.queue.answer(ticket_id, p.principal, body.answer), p)
+
+
+@router.post("/{ticket_id}/outcome", dependencies=[Depends(role("enterprise"))])
+def outcome(ticket_id: str, body: OutcomeIn, p: Annotated[Principal, Depends(principal)],
+            svc: Annotated[Service, Depends(service)]) -> TicketOut:
+    """The asker says whether the answer solved it; not solved reopens an answered ticket for the craftsmen."""
+    return TicketOut.of(svc.engine.queue.outcome(ticket_id, p.principal, body.solved, body.comment))
 
 
 @router.post("/{ticket_id}/publish", status_code=202, dependencies=[Depends(role("maintainer"))],
              responses={202: {"description": "Publishing started; follow the job at Location",
                               "headers": {"Location": {"description": "The job, /v1/jobs/{job_id}", "schema": {"type": "string"}}}}})
 def publish(ticket_id: str, response: Response, p: Annotated[Principal, Depends(principal)],
-            svc: Annotated[Service, Depends(service)]) -> PublishAccepted:
+            svc: Annotated[Service, Depends(service)], body: PublishIn | None = None) -> PublishAccepted:
     """Maintainers: publish an answered ticket's answer as a standard question, in the background. Follow the job
     (``Location``) until it is done: the new index version then serves the answer. While a job for the ticket is
     queued or running, this returns that job; 409 unless the ticket is answered."""
     require(p, "maintainer")
-    job = svc.publish_jobs.submit(ticket_id, p.principal)
+    job = svc.publish_jobs.submit(ticket_id, p.principal, body.question if body else None, body.answer if body else None)
     response.headers["Location"] = job_url(job.id)
     return PublishAccepted(job=JobOut.of(job), ticket=TicketOut.of(svc.engine.queue.get(ticket_id)))
 

@@ -241,3 +241,69 @@ def test_craftsmen_see_timelines_under_the_pseudonym_and_whoami(srv):
     assert events and all(e["actor"] != "ent-a" for e in events) and events[0]["actor"].startswith("企业-")
     assert all(e["event"] != "invited" for e in events)  # whom else the enterprise invited is not the welder's business
     assert call(srv, "welder", "GET", "/v1/me").json() == {"role": "craftsman", "principal": "cm-m-2", "name": "李红"}
+
+
+def test_a_confidential_question_stays_with_its_craftsmen_and_is_never_published(srv):
+    secret = "我厂第二车间304不锈钢薄壁管氩弧焊背面发黑"
+    asked = call(srv, "ent_b", "POST", "/v1/questions", {"question": secret, "confidential": True}).json()
+    if asked["status"] != "escalated":
+        asked = call(srv, "ent_b", "POST", f"/v1/questions/{asked['id']}/escalate").json()
+    ticket = asked["ticket"]
+    assert ticket["confidential"] is True
+    routed = {r["id"] for r in ticket["routed_to"]}
+    outsider = "cnc" if "cm-m-3" not in routed else "welder"
+    assert call(srv, outsider, "GET", f"/v1/tickets/{ticket['id']}").status_code == 404
+    assert ticket["id"] not in {t["id"] for t in call(srv, outsider, "GET", "/v1/tickets").json()}
+    for report in ("gaps", "trades", "capacity", "craftsmen", "feedback"):  # never in analytics text
+        for fmt in ("json", "csv"):
+            shown = call(srv, "maintainer", "GET", f"/v1/analytics/{report}?format={fmt}")
+            assert shown.status_code == 200 and secret not in shown.text, (report, fmt)
+    if "cm-m-2" in routed:  # the routed craftsman sees it, under a pseudonym
+        seen = call(srv, "welder", "GET", f"/v1/tickets/{ticket['id']}").json()
+        assert seen["asker"].startswith("企业-") and seen["question"] == secret
+        assert call(srv, "welder", "POST", f"/v1/tickets/{ticket['id']}/claim").status_code == 200
+        assert call(srv, "welder", "POST", f"/v1/tickets/{ticket['id']}/answer", {"answer": "加强背面保护。"}).status_code == 200
+        refused = call(srv, "maintainer", "POST", f"/v1/tickets/{ticket['id']}/publish")
+        assert refused.status_code == 409 and "confidential" in refused.json()["error"]["message"]
+
+
+def test_the_maintainers_edit_is_what_gets_published(srv):
+    raw = "我们公司三号线的激光焊缝咬边严重，老板急死了怎么办"
+    asked = call(srv, "ent_a", "POST", "/v1/questions", {"question": raw}).json()
+    if asked["status"] != "escalated":
+        asked = call(srv, "ent_a", "POST", f"/v1/questions/{asked['id']}/escalate").json()
+    tid = asked["ticket"]["id"]
+    claimer = "welder" if "cm-m-2" in {r["id"] for r in asked["ticket"]["routed_to"]} else "cnc"
+    assert call(srv, claimer, "POST", f"/v1/tickets/{tid}/claim").status_code == 200
+    assert call(srv, claimer, "POST", f"/v1/tickets/{tid}/answer", {"answer": "降低焊接速度，调整离焦量。三号线老板请放心。"}).status_code == 200
+    edited = {"question": "激光焊焊缝咬边严重怎么解决", "answer": "降低焊接速度，调整离焦量。"}
+    r = call(srv, "maintainer", "POST", f"/v1/tickets/{tid}/publish", edited)
+    assert r.status_code == 202, r.text
+    from tests.api.conftest import wait_for_job
+    with srv.client("maintainer") as c:
+        assert wait_for_job(c, r.headers["location"])["state"] == "done"
+    record = call(srv, "maintainer", "GET", f"/v1/admin/records/standard_question/sq-craft-{tid.lower()}").json()
+    assert record["question"] == edited["question"] and record["answer"] == edited["answer"]
+    assert "三号线" not in json.dumps(record, ensure_ascii=False)
+
+
+def test_not_solved_reopens_an_answered_ticket_and_solved_is_recorded(srv):
+    asked = call(srv, "ent_a", "POST", "/v1/questions", {"question": "焊缝表面裂纹怎么预防"}).json()
+    if asked["status"] != "escalated":
+        asked = call(srv, "ent_a", "POST", f"/v1/questions/{asked['id']}/escalate").json()
+    tid = asked["ticket"]["id"]
+    claimer = "welder" if "cm-m-2" in {r["id"] for r in asked["ticket"]["routed_to"]} else "cnc"
+    call(srv, claimer, "POST", f"/v1/tickets/{tid}/claim")
+    call(srv, claimer, "POST", f"/v1/tickets/{tid}/answer", {"answer": "控制预热温度。"})
+    assert call(srv, "ent_b", "POST", f"/v1/tickets/{tid}/outcome", {"solved": False}).status_code == 404
+    reopened = call(srv, "ent_a", "POST", f"/v1/tickets/{tid}/outcome", {"solved": False, "comment": "还是有裂纹"}).json()
+    assert reopened["status"] == "open" and reopened["answer"] is None
+    again = call(srv, "ent_a", "POST", f"/v1/tickets/{tid}/outcome", {"solved": False})
+    assert again.status_code == 409
+    call(srv, claimer, "POST", f"/v1/tickets/{tid}/claim")
+    call(srv, claimer, "POST", f"/v1/tickets/{tid}/answer", {"answer": "控制预热温度，焊后缓冷。"})
+    assert call(srv, "ent_a", "POST", f"/v1/tickets/{tid}/outcome", {"solved": True}).json()["status"] == "answered"
+    events = [e for e in call(srv, "ent_a", "GET", f"/v1/tickets/{tid}/timeline").json()]
+    names = [e["event"] for e in events]
+    assert names.count("answered") == 2 and "reopened" in names and names[-1] == "solved"
+    assert next(e for e in events if e["event"] == "reopened")["detail"]["answer"] == "控制预热温度。"
