@@ -1,0 +1,145 @@
+"""The programme's state changes under concurrency, on a real SQLite file and on PostgreSQL (skipped with a reason
+when none answers): picks, visit reports, invitation answers, the asker's verdict against a publish, and webhook
+deliveries each have exactly one winner; every acknowledged change is in the final row."""
+
+import threading
+import uuid
+from datetime import date, timedelta
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy import text
+
+from indexer.errors import Conflict
+from rag.db import connect, sessions
+from rag.escalate import Route, Ticket, TicketQueue
+from rag.invitations import Invitation, Invitations
+from rag.programme import Challenge, Programme, Viewer, Visit
+from rag.timeline import record
+from rag.webhooks import Deliverer, Webhooks
+from tests.rag.concurrency import postgres_or_skip, race
+
+TRIALS = 8
+RUN = uuid.uuid4().hex[:8]
+SOON = (date.today() + timedelta(days=10)).isoformat()
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{RUN}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def pg_engine():
+    engine = postgres_or_skip()
+    yield engine
+    with engine.begin() as conn:
+        for table, column in (("challenges", "enterprise"), ("visits", "enterprise"), ("tickets", "asker"),
+                              ("webhooks", "owner"), ("events", "owner")):
+            conn.execute(text(f"DELETE FROM {table} WHERE {column} LIKE :run"), {"run": f"ent-{RUN}-%"})
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    if request.param == "sqlite":
+        return connect(f"sqlite:///{tmp_path / 'q.db'}")
+    return request.getfixturevalue("pg_engine")
+
+
+def test_racing_picks_pick_exactly_one_application(db):
+    programme = Programme(db)
+    for _ in range(TRIALS):
+        enterprise = uid("ent")
+        challenge = programme.post_challenge(enterprise, "焊缝气孔攻关", "详情", "焊接", SOON)
+        apps = [programme.apply(challenge.id, Viewer("craftsman", uid("cm"), ("焊接",)), "方案") for _ in range(4)]
+        outcomes = race(*(partial(programme.pick, challenge.id, enterprise, a.id) for a in apps))
+        [winner] = [o for o in outcomes if isinstance(o, Challenge)]
+        assert all(isinstance(o, Conflict) for o in outcomes if o is not winner)
+        final = programme.challenge(challenge.id, Viewer("enterprise", enterprise))
+        assert final.status == "in_progress" and final.picked == winner.picked
+        assert [a.status for a in final.applications].count("picked") == 1
+        assert next(a for a in final.applications if a.status == "picked").id == final.picked
+
+
+def test_racing_reports_and_a_cancelled_state_keep_one_report(db):
+    programme = Programme(db)
+    for _ in range(TRIALS):
+        enterprise, craftsman = uid("ent"), uid("cm")
+        visit = programme.request_visit(enterprise, "现场", "d", "焊接", "湖北", "地址", [], craftsman)
+        programme.schedule(visit.id, craftsman, SOON)
+        reports = [{"problem": f"问题{i}", "actions": "a", "results": "r", "advice": ""} for i in range(4)]
+        outcomes = race(*(partial(programme.report, visit.id, craftsman, r) for r in reports))
+        [winner] = [o for o in outcomes if isinstance(o, Visit)]
+        assert all(isinstance(o, Conflict) for o in outcomes if o is not winner)
+        final = programme.visit(visit.id, Viewer("enterprise", enterprise))
+        assert final.status == "reported" and final.report == winner.report
+
+
+def test_an_accept_racing_a_decline_has_one_winner(db):
+    queue = TicketQueue(db, quota_per_day=None)
+    invitations = Invitations(db, queue, timedelta(hours=1))
+    for _ in range(TRIALS):
+        enterprise, first, second = uid("ent"), uid("cm"), uid("cm")
+        ticket, _ = queue.create(uid("问题"), enterprise, 0.2, [], ["焊接"], [Route(first, first, 1.0)])
+        invitation = invitations.invite(ticket, enterprise, [(first, "甲"), (second, "乙")])
+        outcomes = race(partial(invitations.respond, invitation.id, first, True, ["焊接"]),
+                        partial(invitations.respond, invitation.id, first, False),
+                        partial(invitations.respond, invitation.id, first, True, ["焊接"]))
+        winners = [o for o in outcomes if isinstance(o, Invitation)]
+        assert len(winners) == 1 and all(isinstance(o, Conflict) for o in outcomes if o is not winners[0])
+        final = queue.get(ticket.id)
+        chain = invitations.of_ticket(ticket.id)
+        if winners[0].status == "accepted":
+            assert (final.status, final.claimed_by) == ("claimed", first) and len(chain) == 1
+        else:  # declined: the next craftsman is invited, the ticket still open
+            assert final.status == "open" and [i.craftsman for i in chain] == [first, second]
+            assert [i.status for i in chain] == ["declined", "pending"]
+
+
+def test_not_solved_racing_a_publish_has_one_winner(db):
+    queue = TicketQueue(db, quota_per_day=None)
+    for _ in range(TRIALS):
+        enterprise, craftsman = uid("ent"), uid("cm")
+        ticket, _ = queue.create(uid("问题"), enterprise, 0.2, [], [], [Route(craftsman, craftsman, 1.0)])
+        queue.claim(ticket.id, craftsman)
+        queue.answer(ticket.id, craftsman, "换密封圈")
+        outcomes = race(partial(queue.outcome, ticket.id, enterprise, False), partial(queue.start_publish, ticket.id))
+        [winner] = [o for o in outcomes if isinstance(o, Ticket)]
+        assert all(isinstance(o, Conflict) for o in outcomes if o is not winner)
+        assert queue.get(ticket.id).status == winner.status in ("open", "publishing")
+
+
+class Counter(BaseHTTPRequestHandler):
+    hits: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with Counter.lock:
+            key = self.headers["X-Jiangxin-Delivery"]
+            Counter.hits[key] = Counter.hits.get(key, 0) + 1
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_racing_deliverers_post_each_event_once(db):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Counter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        owner = uid("ent")
+        Webhooks(db).register(owner, f"http://127.0.0.1:{server.server_address[1]}/hook")
+        with sessions(db).begin() as session:
+            ids = [record(session, f"ticket:T{i}", owner, "created", owner).id for i in range(12)]
+        Counter.hits.clear()
+        deliverers = [Deliverer(db) for _ in range(4)]
+        race(*(d.run_once for d in deliverers))
+        race(*(d.run_once for d in deliverers))  # anything a lease skipped the first time
+        log = Webhooks(db).deliveries(owner)
+        assert sorted(d.event_id for d in log) == sorted(ids) and all(d.state == "delivered" for d in log)
+        assert sorted(Counter.hits.values()) == [1] * len(ids)
+    finally:
+        server.shutdown()
