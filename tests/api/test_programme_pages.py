@@ -1,8 +1,11 @@
 """The programme's loop through its pages in a real headless browser, at phone width: an enterprise posts a
 confidential challenge on /programme, two invited craftsmen apply on /work, the welder is picked, reports the visit
 that follows, the enterprise confirms, a maintainer publishes a de-identified service case on /dashboard, and the next
-question on the ask page is answered citing it; the craftsman not picked never sees the confidential text."""
+question on the ask page is answered citing it; the craftsman not picked never sees the confidential text. And the
+tickets: a confidential question escalates, the enterprise invites from the recommendations on /programme, a decline
+passes the invitation on, the answer is judged not solved and reopened; a maintainer publishes an edited answer."""
 
+import json
 import shutil
 from datetime import date, timedelta
 
@@ -257,3 +260,156 @@ def test_dashboard_works_without_the_analytics_routes(browser, srv, tmp_path):
     expect(page.locator("#error")).to_be_empty()
     assert problems == [] and page.locator("[data-csv]").count() == 0
     context.close()
+
+
+WELD_SECRET = "我厂二号线不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办"
+FIRST_ANSWER = "背面充氩保护，流量8L/min，焊前置换3分钟。"
+SECOND_ANSWER = "背面充氩流量提高到12L/min并提前置换5分钟，管口用胶带封堵，层间温度控制在150℃以下。"
+
+
+@pytest.fixture(scope="module")
+def escalating(tmp_path_factory, embedder, cache, cache_path):
+    """A server of its own at make_server's default threshold, where questions escalate to the craftsmen."""
+    proc, server = make_server(tmp_path_factory, embedder, cache, cache_path, "ticket-pages")
+    yield server
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def queue_page(browser, server, who: str):
+    """The craftsmen's /queue page (no key state of its own to wait for) with ``who``'s key saved; (context, page)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(server.url + "/queue")
+    page.fill("#key", server.keys[who])
+    page.click("#save-key")
+    return context, page
+
+
+def answer_on_the_queue(page, ticket_id: str, answer: str) -> None:
+    """Claim ``ticket_id`` on /queue if it is open, then answer it."""
+    card = page.locator(f'[data-ticket="{ticket_id}"]')
+    claim = card.get_by_role("button", name="认领", exact=True)
+    expect(card.locator("textarea").or_(claim)).to_be_visible(timeout=30_000)
+    if claim.count():
+        claim.click()
+    card.locator("textarea").fill(answer)
+    card.get_by_role("button", name="提交解答").click()
+    expect(card).to_contain_text("我的解答：" + answer, timeout=30_000)
+
+
+def test_confidential_ticket_invited_passed_on_answered_and_reopened_through_the_pages(browser, escalating, tmp_path):
+    asker = Tab(browser, escalating, "ent_a", "/")
+    ask = asker.page
+    ask.fill("#question", WELD_SECRET)
+    ask.check("#confidential")
+    ask.click("#ask")
+    expect(ask.locator("#ticket")).to_contain_text("工单", timeout=60_000)
+    tid = ask.locator("#ticket").inner_text().split()[1]
+
+    ent = Tab(browser, escalating, "ent_a", "/programme")
+    ticket = ent.page.locator(f'#tickets [data-ticket="{tid}"]')
+    expect(ticket).to_have_attribute("data-status", "open", timeout=30_000)
+    expect(ticket.locator(".title")).to_contain_text("保密")
+    ticket.get_by_role("button", name="推荐工匠").click()
+    welder_card = ticket.locator('.recommendation[data-craftsman="cm-m-2"]')
+    expect(welder_card).to_contain_text("擅长", timeout=60_000)
+    expect(welder_card).to_contain_text("在办工单")
+    expect(welder_card).to_contain_text("解答获赞")
+    ticket.locator('.recommendation[data-craftsman="cm-m-3"]').get_by_role("button", name="邀请", exact=True).click()
+    invitation = ticket.locator(".invitations li")
+    expect(invitation).to_have_count(1, timeout=30_000)
+    expect(invitation).to_have_attribute("data-status", "pending")
+    expect(invitation).to_contain_text("cm-m-3")
+    expect(ticket.locator(".recommendation")).not_to_have_count(0, timeout=60_000)
+    expect(ticket.locator(".recommendation button")).to_have_count(0)  # one pending invitation at a time
+
+    cnc = Tab(browser, escalating, "cnc", "/work")
+    expect(cnc.page.locator("#me")).to_contain_text("cm-m-3", timeout=30_000)
+    offer = cnc.page.locator(f'#invitations [data-ticket="{tid}"]')
+    expect(offer).to_contain_text(WELD_SECRET, timeout=30_000)
+    expect(offer).to_contain_text("企业-")  # the enterprise did not reveal itself
+    offer.get_by_role("button", name="谢绝").click()
+    expect(offer).to_have_count(0, timeout=30_000)
+    cnc.check(tmp_path, "work-invitation-declined")
+
+    welder = Tab(browser, escalating, "welder", "/work")
+    passed_on = welder.page.locator(f'#invitations [data-ticket="{tid}"]')
+    expect(passed_on).to_contain_text(WELD_SECRET, timeout=30_000)
+    passed_on.get_by_role("button", name="接受").click()
+    expect(welder.page.locator("#accepted")).to_contain_text(tid, timeout=30_000)
+    expect(passed_on).to_have_count(0)
+    welder.check(tmp_path, "work-invitation-accepted")
+
+    ent.refresh()
+    expect(ticket).to_have_attribute("data-status", "claimed", timeout=30_000)
+    expect(ticket.locator('.invitations li[data-status="declined"]')).to_contain_text("cm-m-3")
+    expect(ticket.locator('.invitations li[data-status="accepted"]')).to_contain_text("cm-m-2")
+
+    queue_context, queue = queue_page(browser, escalating, "welder")
+    answer_on_the_queue(queue, tid, FIRST_ANSWER)
+    expect(ask.locator("#craftsman-answer")).to_contain_text(FIRST_ANSWER, timeout=30_000)
+    ask.click("#not-solved")
+    expect(ask.locator("#ticket")).to_contain_text("状态：open", timeout=30_000)
+    expect(ask.locator("#outcome-state")).to_contain_text("未解决")
+    expect(ask.locator("#craftsman-answer")).to_be_hidden()
+
+    ent.refresh()
+    expect(ticket).to_have_attribute("data-status", "open", timeout=30_000)
+    ticket.get_by_role("button", name="时间线").click()
+    expect(ticket.locator(".timeline")).to_contain_text("未解决，重新开放", timeout=30_000)
+    expect(ticket.locator(".timeline")).to_contain_text("谢绝邀请")
+
+    queue.click("#refresh")
+    answer_on_the_queue(queue, tid, SECOND_ANSWER)  # the reopened ticket is taken up again
+    expect(ask.locator("#craftsman-answer")).to_contain_text(SECOND_ANSWER, timeout=30_000)
+    expect(ask.locator("#not-solved")).to_be_visible()
+    ent.refresh()
+    expect(ticket).to_have_attribute("data-status", "answered", timeout=30_000)
+    ticket.get_by_role("button", name="已解决").click()
+    expect(ticket.locator(".verdict")).to_contain_text("已确认解决", timeout=30_000)
+    expect(ticket.locator(".timeline")).to_contain_text("已解决")
+    asker.check(tmp_path, "ask-reopened-and-answered")
+    ent.check(tmp_path, "programme-tickets")
+
+    maintainer = Tab(browser, escalating, "maintainer", "/dashboard")
+    secret = maintainer.page.locator(f'#tickets [data-ticket="{tid}"]')
+    expect(secret).to_contain_text("保密，不发布", timeout=30_000)
+    assert secret.get_by_role("button").count() == 0 and secret.locator("textarea").count() == 0
+    assert WELD_SECRET not in maintainer.page.locator("#tickets").inner_text()
+    maintainer.check(tmp_path, "dashboard-confidential-ticket")
+    for tab in (asker, ent, cnc, welder, maintainer):
+        tab.context.close()
+    queue_context.close()
+
+
+def test_an_answer_is_published_from_the_dashboard_as_the_maintainer_edited_it(browser, escalating, tmp_path):
+    raw_question = "我们公司三号线的激光焊缝咬边严重，老板急死了怎么办"
+    raw_answer = "降低焊接速度，调整离焦量。三号线老板请放心。"
+    edited = {"question": "激光焊焊缝咬边严重怎么解决", "answer": "降低焊接速度，调整离焦量到+1mm。"}
+    with escalating.client("ent_b") as client:
+        asked = client.post("/v1/questions", json={"question": raw_question}).json()
+    assert asked["status"] == "escalated", asked
+    tid = asked["ticket"]["id"]
+    with escalating.client("welder") as client:
+        assert client.post(f"/v1/tickets/{tid}/claim").status_code == 200
+        assert client.post(f"/v1/tickets/{tid}/answer", json={"answer": raw_answer}).status_code == 200
+
+    maintainer = Tab(browser, escalating, "maintainer", "/dashboard")
+    board = maintainer.page
+    card = board.locator(f'#tickets [data-ticket="{tid}"]')
+    expect(card.locator("textarea.publish-question")).to_have_value(raw_question, timeout=30_000)
+    expect(card.locator("textarea.publish-answer")).to_have_value(raw_answer)
+    card.locator("textarea.publish-question").fill(edited["question"])
+    card.locator("textarea.publish-answer").fill(edited["answer"])
+    card.get_by_role("button", name="发布", exact=True).click()
+    record_id = f"sq-craft-{tid.lower()}"
+    expect(board.locator("#ticket-published")).to_have_attribute("data-id", record_id, timeout=120_000)
+    expect(board.locator("#ticket-published")).to_contain_text(record_id)
+    expect(card).to_have_count(0)  # published: no longer waiting
+    maintainer.check(tmp_path, "dashboard-published-answer")
+    maintainer.context.close()
+    with escalating.client("maintainer") as client:
+        record = client.get(f"/v1/admin/records/standard_question/{record_id}").json()
+    assert record["question"] == edited["question"] and record["answer"] == edited["answer"]
+    assert "三号线" not in json.dumps(record, ensure_ascii=False)
