@@ -203,6 +203,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def work_page() -> HTMLResponse:  # craftsmen: invitations, challenges, visits and reports
         return page("work.html")
 
+    @app.get("/showcase", response_class=HTMLResponse, include_in_schema=False)
+    def showcase_page() -> HTMLResponse:  # public: completed services by trade and region (线上展示)
+        return page("showcase.html")
+
     @app.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
     def dashboard_page() -> HTMLResponse:  # maintainers: review and publish, analytics
         return page("dashboard.html")

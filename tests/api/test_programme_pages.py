@@ -203,6 +203,17 @@ def test_confidential_challenge_to_cited_service_case_through_the_pages(browser,
     expect(requested).to_contain_text(case_id)
     ent.check(tmp_path, "programme")
 
+    public = browser.new_context(viewport={"width": 390, "height": 844}).new_page()  # no key: the public showcase
+    public.goto(srv.url + "/showcase")
+    public.fill("#trade", "焊接")
+    public.click("#search")
+    shown = public.locator(f'[data-case="{case_id}"]')
+    expect(shown).to_contain_text(CASE_TITLE, timeout=30_000)
+    expect(shown).to_contain_text("实测效果")
+    assert SECRET_TEXT not in public.content() and "ent-a" not in public.content()
+    public.screenshot(path=str(tmp_path / "showcase.png"), full_page=True)
+    public.context.close()
+
     asker = Tab(browser, srv, "ent_b", "/")
     asker.page.fill("#question", "镀锌钢板电阻点焊飞溅严重怎么解决")
     asker.page.click("#ask")
