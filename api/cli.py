@@ -665,11 +665,11 @@ def queue_answer(ticket_id: str, answer: str, craftsman: Annotated[str, typer.Op
 
 @queue_app.command("publish")
 def queue_publish(ticket_id: str, as_json: JsonOpt = False, index: IndexOpt = None, corpus: CorpusOpt = None,
-                  question: Annotated[Optional[str], typer.Option("--question", help="the edited, de-identified question "
-                                                                  "to publish instead of the asker's")] = None,
-                  answer: Annotated[Optional[str], typer.Option("--answer", help="the edited answer to publish instead "
-                                                                "of the craftsman's")] = None) -> None:
-    """Publish an answered ticket: it becomes a standard question and is indexed at once (a confidential one never)."""
+                  question: Annotated[str, typer.Option("--question", help="the edited, de-identified question to publish "
+                                                        "(what the corpus gets, not the asker's raw text)")] = ...,
+                  answer: Annotated[str, typer.Option("--answer", help="the edited, de-identified answer to publish")] = ...) -> None:
+    """Publish an answered ticket as the maintainer edited it: a standard question, indexed at once (never a
+    confidential one)."""
     try:
         ticket, report = _queue(index, corpus).publish(ticket_id, question, answer)
     except JiangxinError as exc:

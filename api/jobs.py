@@ -102,12 +102,12 @@ class PublishJobs:
                 raise Conflict(f"ticket {ticket_id} is confidential: it is never published")
             job_id = "J" + secrets.token_hex(6)
             try:
-                with self.session.begin() as session:
+                with self.session.begin() as session:  # the job first: the write that decides the race comes first
+                    session.execute(insert(PublishJobRow).values(id=job_id, ticket_id=ticket_id, state="queued",
+                                                                 requested_by=by, created_at=utcnow()))
                     if question is not None or answer is not None:  # the maintainer's edit, read by the job
                         session.merge(PublishEditRow(ticket_id=ticket_id, question=question or ticket.question,
                                                      answer=answer or ticket.answer or "", edited_by=by, at=utcnow()))
-                    session.execute(insert(PublishJobRow).values(id=job_id, ticket_id=ticket_id, state="queued",
-                                                                 requested_by=by, created_at=utcnow()))
             except IntegrityError:
                 continue  # another submit won the race: its job is the answer (or it finished meanwhile: look again)
             log.info("publish job %s queued for ticket %s by %s", job_id, ticket_id, by)

@@ -40,7 +40,7 @@ class OutcomeIn(BaseModel):
 
 class PublishIn(BaseModel):
     """What goes into the shared corpus: the maintainer's edited, de-identified question and answer (company names,
-    sites and figures that identify the asker removed). Without a body the texts are published as written."""
+    sites and figures that identify the asker removed), never the raw texts."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
     question: str = Field(min_length=1, max_length=2000, pattern=r"\S")
@@ -124,12 +124,12 @@ def outcome(ticket_id: str, body: OutcomeIn, p: Annotated[Principal, Depends(pri
              responses={202: {"description": "Publishing started; follow the job at Location",
                               "headers": {"Location": {"description": "The job, /v1/jobs/{job_id}", "schema": {"type": "string"}}}}})
 def publish(ticket_id: str, response: Response, p: Annotated[Principal, Depends(principal)],
-            svc: Annotated[Service, Depends(service)], body: PublishIn | None = None) -> PublishAccepted:
+            body: PublishIn, svc: Annotated[Service, Depends(service)]) -> PublishAccepted:
     """Maintainers: publish an answered ticket's answer as a standard question, in the background. Follow the job
     (``Location``) until it is done: the new index version then serves the answer. While a job for the ticket is
     queued or running, this returns that job; 409 unless the ticket is answered."""
     require(p, "maintainer")
-    job = svc.publish_jobs.submit(ticket_id, p.principal, body.question if body else None, body.answer if body else None)
+    job = svc.publish_jobs.submit(ticket_id, p.principal, body.question, body.answer)
     response.headers["Location"] = job_url(job.id)
     return PublishAccepted(job=JobOut.of(job), ticket=TicketOut.of(svc.engine.queue.get(ticket_id)))
 

@@ -17,7 +17,7 @@ from api.security import Principal
 from api.service import Service
 from indexer.errors import Conflict, NotFound
 from indexer.records import ServiceCase
-from rag.programme import Visit, match_craftsman
+from rag.programme import Viewer, Visit, match_craftsman
 
 router = APIRouter(prefix="/v1/visits", tags=["visits"], responses=ERROR_RESPONSES)
 showcase_router = APIRouter(prefix="/v1/showcase", tags=["visits"], responses=ERROR_RESPONSES)
@@ -127,7 +127,7 @@ def _assignee(svc: Service, enterprise: str, body: VisitIn) -> str | None:
     and open visits."""
     kind, _, source_id = body.source.partition(":")
     if kind == "challenge":
-        challenge = svc.programme.challenge(source_id, viewer_of(enterprise))
+        challenge = svc.programme.challenge(source_id, Viewer("enterprise", enterprise))
         team = svc.programme.team_of(challenge.id)
         if team:
             return team[0]
@@ -139,16 +139,10 @@ def _assignee(svc: Service, enterprise: str, body: VisitIn) -> str | None:
             return ticket.answered_by or ticket.claimed_by
     craftsmen = [p.record for p in svc.engine.live.get().directory.craftsmen()]
     load: dict[str, int] = {}
-    for v in svc.programme.visits(viewer_of("", "maintainer"), limit=500):
+    for v in svc.programme.visits(Viewer("maintainer", ""), limit=500):
         if v.status in ("requested", "scheduled") and v.craftsman:
             load[v.craftsman] = load.get(v.craftsman, 0) + 1
     return match_craftsman(craftsmen, body.trade, body.region, load)
-
-
-def viewer_of(principal: str, role_name: str = "enterprise"):
-    from rag.programme import Viewer
-
-    return Viewer(role_name, principal)
 
 
 @router.post("", status_code=201, dependencies=[Depends(role("enterprise"))])
@@ -226,7 +220,7 @@ def timeline(visit_id: str, p: Annotated[Principal, Depends(principal)],
 def showcase(svc: Annotated[Service, Depends(service)], trade: str | None = None, region: str | None = None,
              limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[CaseOut]:
     """Completed services shown online (线上展示), by trade and region: public, de-identified, no key needed."""
-    ids = [v.case_record for v in svc.programme.visits(viewer_of("", "maintainer"), "published", 500) if v.case_record]
+    ids = [v.case_record for v in svc.programme.visits(Viewer("maintainer", ""), "published", 500) if v.case_record]
     records = svc.engine.live.get().records.get_many(ids)
     cases = [r for r in records.values() if isinstance(r, ServiceCase)
              and (not trade or r.trade == trade) and (not region or r.region.startswith(region))]

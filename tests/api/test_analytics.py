@@ -61,7 +61,8 @@ def dash(srv):
     with srv.client("cnc") as c:
         assert c.post(f"/v1/tickets/{cnc['ticket']['id']}/claim").status_code == 200
     with srv.client("maintainer") as c:
-        r = c.post(f"/v1/tickets/{tid}/publish")
+        ticket = c.get(f"/v1/tickets/{tid}").json()
+        r = c.post(f"/v1/tickets/{tid}/publish", json={"question": ticket["question"], "answer": ticket["answer"]})
         assert r.status_code == 202, r.text
         assert wait_for_job(c, r.headers["location"])["state"] == "done"
     served = ask(srv, "ent_b", WELD_Q)

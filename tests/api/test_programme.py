@@ -263,7 +263,8 @@ def test_a_confidential_question_stays_with_its_craftsmen_and_is_never_published
         assert seen["asker"].startswith("企业-") and seen["question"] == secret
         assert call(srv, "welder", "POST", f"/v1/tickets/{ticket['id']}/claim").status_code == 200
         assert call(srv, "welder", "POST", f"/v1/tickets/{ticket['id']}/answer", {"answer": "加强背面保护。"}).status_code == 200
-        refused = call(srv, "maintainer", "POST", f"/v1/tickets/{ticket['id']}/publish")
+        refused = call(srv, "maintainer", "POST", f"/v1/tickets/{ticket['id']}/publish",
+                       {"question": "不锈钢薄壁管背面发黑", "answer": "加强背面保护。"})
         assert refused.status_code == 409 and "confidential" in refused.json()["error"]["message"]
 
 

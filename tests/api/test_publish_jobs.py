@@ -46,9 +46,15 @@ def answered_ticket(srv, question: str) -> dict:
     return r.json()
 
 
+def edit(ticket: dict) -> dict:
+    """The maintainer's edit of a ticket (here the texts as written: nothing in them identifies the asker)."""
+    return {"question": ticket["question"], "answer": ticket["answer"] or ANSWER}
+
+
 def publish(srv, tid: str):
     with srv.client("maintainer") as c:
-        return c.post(f"/v1/tickets/{tid}/publish")
+        ticket = c.get(f"/v1/tickets/{tid}").json()  # an unknown ticket: publish it anyway, to see the refusal
+        return c.post(f"/v1/tickets/{tid}/publish", json=edit(ticket) if "question" in ticket else {"question": "问", "answer": "答"})
 
 
 def ticket_status(srv, tid: str) -> str:
@@ -132,7 +138,8 @@ def test_concurrent_publishes_of_one_ticket_share_one_job(srv):
     def submit(n: int) -> None:
         with srv.client("maintainer") as c:
             barrier.wait()
-            responses[n] = c.post(f"/v1/tickets/{tid}/publish")
+            responses[n] = c.post(f"/v1/tickets/{tid}/publish", json={"question": "碳钢管道焊缝根部未焊透怎么返修",
+                                                                     "answer": ANSWER})
 
     threads = [threading.Thread(target=submit, args=(n,)) for n in range(racers)]
     for t in threads:
