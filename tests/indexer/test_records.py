@@ -79,3 +79,18 @@ def test_validate_command_lists_every_problem_and_fails(tmp_path):
     assert result.exit_code == 1
     assert "standard_questions.jsonl:1: -: expected a JSON object" in result.output
     assert "standard_questions.jsonl:2: trade:" in result.output
+
+
+def test_the_bundled_corpus_is_valid_with_patents_and_knowledge_items_on_every_trade():
+    from collections import Counter
+
+    from tests.conftest import ROOT
+
+    load = load_corpus(ROOT / "corpus")
+    assert load.problems == []
+    kinds = Counter(r.kind for r in load.records)
+    assert kinds["patent"] >= 200 and kinds["knowledge"] >= 100
+    trades = {t for r in load.records if r.kind == "craftsman" for t in r.trades}
+    covered = {r.trade for r in load.records if r.kind == "knowledge"}
+    assert covered == trades  # every trade the craftsmen cover has knowledge items
+    assert all(150 <= len(r.body) and r.title for r in load.records if r.kind == "knowledge")
