@@ -147,7 +147,7 @@ class Service:
         self.timeline = Timeline(self.engine.queue.engine)
         self.webhooks = Webhooks(self.engine.queue.engine)
         self.deliverer = Deliverer(self.engine.queue.engine, attempts=settings.webhook_attempts,
-                                   base_delay=settings.webhook_backoff)
+                                   base_delay=settings.webhook_backoff, allow_private=settings.webhook_allow_private)
         self.deliverer.start()
         self.invitations = Invitations(self.engine.queue.engine, self.engine.queue,
                                        timedelta(seconds=settings.invitation_timeout))

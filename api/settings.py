@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     auth_failure_window: float = 60.0  # seconds
     webhook_attempts: int = 6  # tries of one webhook delivery before it is failed
     webhook_backoff: float = 2.0  # seconds before the first retry, doubling with each
+    webhook_allow_private: bool = False  # allow webhooks to loopback/private addresses (tests, a closed network)
     invitation_timeout: float = 86400.0  # seconds a craftsman has to accept an invitation before the next is invited
     ticket_sla: float = 172800.0  # seconds a ticket may stay unclaimed before it is re-routed to more craftsmen
     sweep_interval: float = 5.0  # seconds between passes over expired invitations and late tickets

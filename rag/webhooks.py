@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Engine, delete, or_, select, update
@@ -27,6 +30,23 @@ from rag.db import DeliveryRow, EventRow, WebhookRow, sessions, utcnow
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
+
+
+def public_address(url: str) -> str | None:
+    """Why ``url`` may not be posted to (None: it may): its host must resolve only to public addresses, so a webhook
+    cannot be pointed at the server's own network (loopback, private, link-local, reserved)."""
+    host = urlsplit(url).hostname
+    if not host:
+        return "no host"
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError as exc:
+        return f"{host} does not resolve ({exc.strerror or exc})"
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+            return f"{host} resolves to {ip}, a non-public address"
+    return None
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -92,8 +112,9 @@ class Deliverer:
     """Sends due deliveries, in a background thread of the server (``start``) or one pass at a time (``run_once``)."""
 
     def __init__(self, engine: Engine, attempts: int = 6, base_delay: float = 2.0, timeout: float = 5.0,
-                 poll: float = 0.5) -> None:
+                 poll: float = 0.5, allow_private: bool = False) -> None:
         self.session = sessions(engine)
+        self.allow_private = allow_private  # tests post to a receiver on loopback; production refuses it
         self.attempts, self.base_delay, self.timeout, self.poll = attempts, base_delay, timeout, poll
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -151,16 +172,18 @@ class Deliverer:
                               ensure_ascii=False).encode("utf-8")
             secret = hook.secret if hook is not None else ""
         status: int | None = None
-        error: str | None = None
-        try:
-            response = self._client.post(url, content=body, headers={
-                "Content-Type": "application/json", "X-Jiangxin-Event": event.event,
-                "X-Jiangxin-Delivery": str(delivery_id), "X-Jiangxin-Signature": sign(secret, body)})
-            status = response.status_code
-            if not 200 <= status < 300:
-                error = f"HTTP {status}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
+        refused = None if self.allow_private else public_address(url)  # checked at each send: DNS may change
+        error: str | None = f"refused: {refused}" if refused else None
+        if refused is None:
+            try:
+                response = self._client.post(url, content=body, headers={
+                    "Content-Type": "application/json", "X-Jiangxin-Event": event.event,
+                    "X-Jiangxin-Delivery": str(delivery_id), "X-Jiangxin-Signature": sign(secret, body)})
+                status = response.status_code
+                if not 200 <= status < 300:
+                    error = f"HTTP {status}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:500]
         attempts += 1
         now = utcnow()
         if error is None:

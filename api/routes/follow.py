@@ -13,7 +13,8 @@ from api.routes.tickets import _visible
 from api.security import Principal
 from api.service import Service
 from rag.timeline import Event
-from rag.webhooks import Delivery
+from indexer.errors import Conflict
+from rag.webhooks import Delivery, public_address
 
 router = APIRouter(tags=["follow-up"], responses=ERROR_RESPONSES)
 
@@ -93,7 +94,11 @@ def my_events(p: Annotated[Principal, Depends(principal)], svc: Annotated[Servic
 @router.put("/v1/webhooks", dependencies=[Depends(role("enterprise"))])
 def set_webhook(body: WebhookIn, p: Annotated[Principal, Depends(principal)],
                 svc: Annotated[Service, Depends(service)]) -> WebhookOut:
-    """Set where the caller's events are posted; the response carries the signing secret, once."""
+    """Set where the caller's events are posted (a public http(s) address: 409 for one on a private network); the
+    response carries the signing secret, once."""
+    refused = None if svc.settings.webhook_allow_private else public_address(body.url)
+    if refused is not None:
+        raise Conflict(f"webhook URL refused: {refused}")
     return WebhookOut(url=body.url, secret=svc.webhooks.register(p.principal, body.url))
 
 

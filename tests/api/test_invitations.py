@@ -115,3 +115,10 @@ def test_invitation_routes_allow_exactly_their_roles(srv):
         ("POST", "/v1/invitations/I000/decline", None, {"welder"}),
     ]:
         assert allowed_roles(srv, method, path, body) == expected, (method, path)
+
+
+def test_webhooks_to_the_servers_own_network_are_refused(srv):
+    for url in ("http://127.0.0.1:8000/hook", "http://10.1.2.3/hook", "http://[::1]/hook", "http://169.254.169.254/latest"):
+        r = call(srv, "ent_a", "PUT", "/v1/webhooks", {"url": url})
+        assert r.status_code == 409 and "non-public" in r.json()["error"]["message"], (url, r.text)
+    assert call(srv, "ent_a", "GET", "/v1/webhooks").json()["url"] is None

@@ -48,7 +48,7 @@ class Receiver:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory, embedder, cache, cache_path):
     proc, server = make_server(tmp_path_factory, embedder, cache, cache_path, "programme", threshold="0",
-                               env_extra={"JIANGXIN_WEBHOOK_BACKOFF": "0.2"})
+                               env_extra={"JIANGXIN_WEBHOOK_BACKOFF": "0.2", "JIANGXIN_WEBHOOK_ALLOW_PRIVATE": "true"})
     yield server
     proc.terminate()
     proc.wait(timeout=30)

@@ -36,7 +36,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory, embedder, cache, cache_path):
-    proc, server = make_server(tmp_path_factory, embedder, cache, cache_path, "programme-pages", threshold="0")
+    proc, server = make_server(tmp_path_factory, embedder, cache, cache_path, "programme-pages", threshold="0",
+                               env_extra={"JIANGXIN_WEBHOOK_ALLOW_PRIVATE": "true"})
     yield server
     proc.terminate()
     proc.wait(timeout=30)

@@ -135,7 +135,7 @@ def test_racing_deliverers_post_each_event_once(db):
         with sessions(db).begin() as session:
             ids = [record(session, f"ticket:T{i}", owner, "created", owner).id for i in range(12)]
         Counter.hits.clear()
-        deliverers = [Deliverer(db) for _ in range(4)]
+        deliverers = [Deliverer(db, allow_private=True) for _ in range(4)]  # the receiver is on loopback
         race(*(d.run_once for d in deliverers))
         race(*(d.run_once for d in deliverers))  # anything a lease skipped the first time
         log = Webhooks(db).deliveries(owner)
@@ -143,3 +143,13 @@ def test_racing_deliverers_post_each_event_once(db):
         assert sorted(Counter.hits.values()) == [1] * len(ids)
     finally:
         server.shutdown()
+
+
+def test_a_delivery_to_a_private_address_is_refused_at_send_time(db):
+    owner = uid("ent")
+    Webhooks(db).register(owner, "http://127.0.0.1:9/hook")  # e.g. a name that resolved publicly when it was set
+    with sessions(db).begin() as session:
+        record(session, "ticket:T1", owner, "created", owner)
+    Deliverer(db, attempts=1).run_once()
+    [delivery] = Webhooks(db).deliveries(owner)
+    assert delivery.state == "failed" and "non-public" in delivery.last_error and delivery.last_status is None
