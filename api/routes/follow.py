@@ -12,7 +12,7 @@ from api.errors import ERROR_RESPONSES
 from api.routes.tickets import _visible
 from api.security import Principal
 from api.service import Service
-from rag.timeline import Event
+from rag.timeline import Event, pseudonym
 from indexer.errors import Conflict
 from rag.webhooks import Delivery, public_address
 
@@ -74,8 +74,9 @@ class DeliveryOut(BaseModel):
 def ticket_timeline(ticket_id: str, p: Annotated[Principal, Depends(principal)],
                     svc: Annotated[Service, Depends(service)]) -> list[EventOut]:
     """A ticket's events, for whoever may see the ticket."""
-    _visible(svc, p, svc.engine.queue.get(ticket_id))
-    return [EventOut.of(e) for e in svc.timeline.of(f"ticket:{ticket_id}")]
+    ticket = _visible(svc, p, svc.engine.queue.get(ticket_id))
+    shown = {ticket.asker: pseudonym(ticket.asker)} if p.role == "craftsman" and not ticket.reveal else {}
+    return [EventOut.of(e, shown_as=shown) for e in svc.timeline.of(f"ticket:{ticket_id}")]
 
 
 @router.get("/v1/me")

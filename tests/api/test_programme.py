@@ -171,6 +171,8 @@ def test_ticket_steps_are_on_its_timeline(srv):
     assert call(srv, "welder", "POST", f"/v1/tickets/{tid}/answer", {"answer": "背面充氩保护。"}).status_code == 200
     events = [e["event"] for e in call(srv, "ent_a", "GET", f"/v1/tickets/{tid}/timeline").json()]
     assert events[0] == "created" and events[-2:] == ["claimed", "answered"]
+    seen_by_craftsman = call(srv, "welder", "GET", f"/v1/tickets/{tid}/timeline").json()
+    assert seen_by_craftsman[0]["actor"].startswith("企业-")  # the asker under its pseudonym
     assert call(srv, "ent_b", "GET", f"/v1/tickets/{tid}/timeline").status_code == 404
 
 
