@@ -31,6 +31,7 @@ from indexer.version import IndexVersion, LiveIndex
 from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
 from rag.confidence import Calibrator, confidence_features, load_calibrator
 from rag.db import QuestionRow, SubjectFlagsRow, sessions
+from rag.timeline import record
 from rag.generate import Generator, GeneratorConfig
 from rag.escalate import Route, Ticket, TicketQueue, route
 from rag.rank import Ranker, RankerWeights, Scored
@@ -272,6 +273,8 @@ class Engine:
                                     confidence=result.confidence, result=result.to_dict(),
                                     ticket_id=result.ticket.id if result.ticket else None,
                                     index_version=result.index_version))
+            record(session, f"question:{result.id}", asker, "created", asker,
+                   {"status": result.status, "ticket": result.ticket.id if result.ticket else None})
         return result
 
     def _escalate(self, version: IndexVersion, result: AskResult, asker: str = "anonymous", confidential: bool = False,

@@ -79,6 +79,18 @@ def ticket_timeline(ticket_id: str, p: Annotated[Principal, Depends(principal)],
     return [EventOut.of(e, shown_as=shown) for e in svc.timeline.of(f"ticket:{ticket_id}")]
 
 
+@router.get("/v1/questions/{question_id}/timeline", dependencies=[Depends(role("enterprise", "maintainer"))])
+def question_timeline(question_id: str, p: Annotated[Principal, Depends(principal)],
+                      svc: Annotated[Service, Depends(service)]) -> list[EventOut]:
+    """A question's events and, once escalated, its ticket's, in order."""
+    view = svc.questions.get(question_id, None if p.role == "maintainer" else p.principal)
+    events = svc.timeline.of(f"question:{question_id}")
+    ticket_id = (view.get("ticket") or {}).get("id")
+    if ticket_id:
+        events = sorted([*events, *svc.timeline.of(f"ticket:{ticket_id}")], key=lambda e: e.id)
+    return [EventOut.of(e) for e in events]
+
+
 @router.get("/v1/me")
 def me(p: Annotated[Principal, Depends(principal)]) -> MeOut:
     """Who the key acts for (pages use it to tell a craftsman's own application from the others)."""

@@ -103,6 +103,39 @@ def ticket_invitations(ticket_id: str, p: Annotated[Principal, Depends(principal
     return [InvitationOut.of(i) for i in svc.invitations.of_ticket(_own_ticket(svc, p, ticket_id).id)]
 
 
+def _question_ticket(svc: Service, p: Principal, question_id: str, hand_over: bool) -> Ticket | None:
+    """The ticket of one of the caller's questions — created (转人工) when ``hand_over`` and it has none yet."""
+    view = svc.questions.get(question_id, None if p.role == "maintainer" else p.principal)
+    ticket_id = (view.get("ticket") or {}).get("id")
+    if ticket_id is None and hand_over:
+        ticket_id, _ = svc.engine.hand_over(question_id, p.principal)
+    return svc.engine.queue.get(ticket_id) if ticket_id else None
+
+
+@router.get("/v1/questions/{question_id}/recommendations", dependencies=[Depends(role("enterprise", "maintainer"))])
+def question_recommendations(question_id: str, p: Annotated[Principal, Depends(principal)],
+                             svc: Annotated[Service, Depends(service)],
+                             region: Annotated[str, Query(max_length=40)] = "") -> list[RecommendationOut]:
+    """The craftsmen recommended for any of your questions, answered automatically or escalated."""
+    ticket = _question_ticket(svc, p, question_id, hand_over=False)
+    if ticket is None:  # answered automatically: rank for its text and the trades of what answered it
+        view = svc.questions.get(question_id, None if p.role == "maintainer" else p.principal)
+        version = svc.engine.live.get()
+        vector = version.embedder.embed_queries([view["question"]])[0]
+        trades, _ = svc.engine.routing(version, view["question"], svc.engine.rank(version, view["question"], vector=vector), vector)
+        ticket = Ticket("", view["question"], view.get("asker", ""), "open", 0.0, [], trades, [])
+    return [RecommendationOut.of(r) for r in _recommendations(svc, ticket, region)]
+
+
+@router.post("/v1/questions/{question_id}/invitations", status_code=201, dependencies=[Depends(role("enterprise"))])
+def invite_for_question(question_id: str, body: InviteIn, p: Annotated[Principal, Depends(principal)],
+                        svc: Annotated[Service, Depends(service)]) -> InvitationOut:
+    """Invite a craftsman to any of your questions: an automatically answered one is handed over (转人工) first."""
+    ticket = _question_ticket(svc, p, question_id, hand_over=True)
+    assert ticket is not None
+    return invite(ticket.id, body, p, svc)
+
+
 @router.get("/v1/invitations", dependencies=[Depends(role("craftsman"))])
 def my_invitations(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)]) -> list[InvitationOut]:
     """The caller's pending invitations with their questions."""

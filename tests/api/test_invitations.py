@@ -122,3 +122,16 @@ def test_webhooks_to_the_servers_own_network_are_refused(srv):
         r = call(srv, "ent_a", "PUT", "/v1/webhooks", {"url": url})
         assert r.status_code == 409 and "non-public" in r.json()["error"]["message"], (url, r.text)
     assert call(srv, "ent_a", "GET", "/v1/webhooks").json()["url"] is None
+
+
+def test_any_question_gets_recommendations_and_an_invitation_and_its_timeline(srv):
+    asked = call(srv, "ent_b", "POST", "/v1/questions", {"question": "带式输送机跑偏怎么调整"}).json()
+    assert asked["status"] == "answered", asked  # answered automatically: no ticket yet
+    recs = call(srv, "ent_b", "GET", f"/v1/questions/{asked['id']}/recommendations").json()
+    assert len(recs) == 3 and all(r["skills"] for r in recs)
+    assert call(srv, "ent_a", "GET", f"/v1/questions/{asked['id']}/recommendations").status_code == 404
+    invited = call(srv, "ent_b", "POST", f"/v1/questions/{asked['id']}/invitations", {"craftsman": "cm-m-1"})
+    assert invited.status_code == 201 and invited.json()["craftsman"] == "cm-m-1", invited.text
+    events = call(srv, "ent_b", "GET", f"/v1/questions/{asked['id']}/timeline").json()
+    assert [e["subject"].split(":")[0] for e in events][:2] == ["question", "ticket"]
+    assert [e["event"] for e in events][0] == "created" and "invited" in [e["event"] for e in events]
