@@ -63,8 +63,9 @@ def test_a_decline_and_a_silence_pass_the_invitation_on(srv):
     assert welder[0]["ticket_id"] == tid
     # the welder says nothing: after the timeout the next craftsman is invited
     statuses = wait_for(lambda: (s := [i["status"] for i in call(srv, "ent_b", "GET", f"/v1/tickets/{tid}/invitations").json()])
-                        and s[-1] == "pending" and len(s) == 3 and s)
-    assert statuses == ["declined", "expired", "pending"]
+                        and len(s) == 3 and s)
+    # the third (cm-m-1) is pending, or already expired too when this machine is slow: nobody is left after it
+    assert statuses[:2] == ["declined", "expired"] and statuses[2] in ("pending", "expired")
     assert call(srv, "welder", "POST", f"/v1/invitations/{welder[0]['id']}/accept").status_code == 409  # too late
     events = [e["event"] for e in call(srv, "ent_b", "GET", f"/v1/tickets/{tid}/timeline").json()]
     assert events.count("invited") == 3 and "declined" in events and "expired" in events
