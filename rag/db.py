@@ -7,13 +7,16 @@ ticket acknowledged to an asker survives a killed process.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Engine, Float, ForeignKey, Index, Integer, String, Text, create_engine, event, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
 def utcnow() -> datetime:
@@ -341,3 +344,20 @@ def connect(url: str) -> Engine:
 
 def sessions(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def take_write_lock(session: Session, name: str) -> None:
+    """On SQLite, make a write the transaction's first statement: it takes the single write lock (waiting for it)
+    before anything is read, so a transaction that reads before it writes cannot fail on a stale snapshot under
+    concurrent writers. Elsewhere nothing: PostgreSQL's row locks and compare-and-set updates do that job."""
+    if session.get_bind().dialect.name == "sqlite":
+        stmt = sqlite_insert(LockRow).values(name=name, taken_at=utcnow())
+        session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"taken_at": stmt.excluded.taken_at}))
+
+
+@contextmanager
+def write_transaction(maker: sessionmaker, name: str) -> Iterator[Session]:
+    """A transaction that starts with ``take_write_lock(name)``."""
+    with maker.begin() as session:
+        take_write_lock(session, name)
+        yield session

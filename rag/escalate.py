@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, and_, case, func, literal, or_, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from indexer.ports import CraftsmanProfile
 from indexer.text import normalise
-from rag.db import LockRow, RouteRow, SubjectFlagsRow, TicketRow, TicketTradeRow, sessions, utcnow
+from rag.db import RouteRow, SubjectFlagsRow, TicketRow, TicketTradeRow, sessions, take_write_lock, utcnow
 from rag.timeline import record
 
 STATUSES = ("open", "claimed", "answered", "publishing", "published", "closed")
@@ -166,9 +165,8 @@ class TicketQueue:
         if self.engine.dialect.name == "postgresql":
             key = int.from_bytes(hashlib.sha256(asker.encode("utf-8")).digest()[:4], "big", signed=True)
             session.execute(text("SELECT pg_advisory_xact_lock(CAST(:ns AS integer), CAST(:key AS integer))"), {"ns": _ADVISORY_NAMESPACE, "key": key})
-        elif self.engine.dialect.name == "sqlite":
-            stmt = sqlite_insert(LockRow).values(name="tickets", taken_at=utcnow())
-            session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"taken_at": stmt.excluded.taken_at}))
+        else:
+            take_write_lock(session, "tickets")
 
     def create(self, question: str, asker: str, confidence: float, context: list[dict[str, Any]],
                trades: list[str], routes: list[Route], session: Session | None = None, confidential: bool = False,

@@ -12,20 +12,18 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, NotFound
 from indexer.ports import CraftsmanProfile
-from rag.db import FeedbackRow, InvitationRow, LockRow, QuestionRow, RouteRow, TicketRow, sessions, utcnow
+from rag.db import FeedbackRow, InvitationRow, QuestionRow, RouteRow, TicketRow, sessions, utcnow, write_transaction
 from rag.escalate import RoutingWeights, Ticket, TicketQueue, route
 from rag.timeline import record
 
@@ -94,19 +92,24 @@ def recommend(ticket: Ticket, vector, craftsmen: list[CraftsmanProfile], open_lo
     return out
 
 
+def add_routes(session: Session, ticket_id: str, craftsmen: list[tuple[str, str, float]]) -> None:
+    """Route a ticket to more craftsmen (id, name, score), ranked after those it already has; one already routed is
+    left as it is."""
+    rank = session.scalar(select(func.coalesce(func.max(RouteRow.rank), 0)).where(RouteRow.ticket_id == ticket_id))
+    for cid, name, score in craftsmen:
+        if session.get(RouteRow, (ticket_id, cid)) is None:
+            rank += 1
+            session.add(RouteRow(ticket_id=ticket_id, craftsman_id=cid, name=name, rank=rank, score=score))
+
+
 class Invitations:
     def __init__(self, engine: Engine, queue: TicketQueue, timeout: timedelta = timedelta(hours=24)) -> None:
         self.engine, self.queue, self.timeout = engine, queue, timeout
         self.session = sessions(engine)
 
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        """A write transaction that takes SQLite's write lock first (reads inside it then see the latest commit)."""
-        with self.session.begin() as session:
-            if self.engine.dialect.name == "sqlite":
-                stmt = sqlite_insert(LockRow).values(name="invitations", taken_at=utcnow())
-                session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"taken_at": stmt.excluded.taken_at}))
-            yield session
+    def _tx(self):
+        """A write transaction (rag/db.py ``write_transaction``: reads inside it see the latest commit on SQLite)."""
+        return write_transaction(self.session, "invitations")
 
     def invite(self, ticket: Ticket, enterprise: str, craftsmen: list[tuple[str, str]]) -> Invitation:
         """Invite the first of ``craftsmen`` (id, name) to an open ticket of ``enterprise``; the rest follow in order."""
@@ -127,9 +130,7 @@ class Invitations:
         row = InvitationRow(id="I" + secrets.token_hex(6), ticket_id=ticket_id, enterprise=enterprise, craftsman=craftsman,
                             after=[list(c) for c in rest], status="pending", expires_at=now + self.timeout, created_at=now)
         session.add(row)
-        if session.get(RouteRow, (ticket_id, craftsman)) is None:  # routed: the craftsman sees and may claim it
-            rank = session.scalar(select(func.coalesce(func.max(RouteRow.rank), 0)).where(RouteRow.ticket_id == ticket_id))
-            session.add(RouteRow(ticket_id=ticket_id, craftsman_id=craftsman, name=name, rank=rank + 1, score=0.0))
+        add_routes(session, ticket_id, [(craftsman, name, 0.0)])  # routed: the craftsman sees and may claim it
         session.flush()
         record(session, f"ticket:{ticket_id}", enterprise, "invited", enterprise, {"craftsman": craftsman, "invitation": row.id})
         return row
@@ -255,9 +256,7 @@ class Sweeper:
                                       .values(updated_at=utcnow()).execution_options(synchronize_session=False)).rowcount
                 if not won:
                     continue
-                rank = max((r.rank for r in session.scalars(select(RouteRow).where(RouteRow.ticket_id == ticket_id))), default=0)
-                for n, (cid, name, score) in enumerate(fresh, start=1):
-                    session.add(RouteRow(ticket_id=ticket_id, craftsman_id=cid, name=name, rank=rank + n, score=score))
+                add_routes(session, ticket_id, fresh)
                 record(session, f"ticket:{ticket_id}", ticket.asker, "rerouted", "jiangxin",
                        {"craftsmen": [c[0] for c in fresh], "after_seconds": int(self.sla.total_seconds())})
                 done += 1

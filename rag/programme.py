@@ -13,21 +13,19 @@ craftsmen as a pseudonym unless it reveals itself.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, JiangxinError, NotFound
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from rag.db import ApplicationRow, ChallengeRow, LockRow, VisitRow, sessions, utcnow
-from rag.timeline import pseudonym, record
+from rag.db import ApplicationRow, ChallengeRow, VisitRow, sessions, utcnow, write_transaction
+from rag.timeline import as_shown, record
 
 CONFIDENTIAL_SUMMARY = "（保密需求：详情仅对选中的工匠可见）"
 
@@ -121,15 +119,9 @@ class Programme:
         self.engine = engine
         self.session = sessions(engine)
 
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        """A write transaction. On SQLite its first statement takes the write lock (waiting for it), so a transaction
-        that reads before it writes cannot fail on a stale snapshot under concurrent writers."""
-        with self.session.begin() as session:
-            if self.engine.dialect.name == "sqlite":
-                stmt = sqlite_insert(LockRow).values(name="programme", taken_at=utcnow())
-                session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"taken_at": stmt.excluded.taken_at}))
-            yield session
+    def _tx(self):
+        """A write transaction (rag/db.py ``write_transaction``: reads inside it see the latest commit on SQLite)."""
+        return write_transaction(self.session, "programme")
 
     # ----------------------------------------------------------------------------------------- challenges
 
@@ -275,7 +267,7 @@ class Programme:
         shown_apps = apps if owner_view else [a for a in apps if viewer.principal in a.members()]
         description = row.description if (owner_view or in_team or not row.confidential) else None
         summary = row.summary or (CONFIDENTIAL_SUMMARY if row.confidential else "")
-        enterprise = row.enterprise if (owner_view or row.reveal) else pseudonym(row.enterprise)
+        enterprise = row.enterprise if owner_view else as_shown(row.enterprise, row.reveal)
         return Challenge(row.id, enterprise, row.title, summary, description, row.trade, row.region, row.deadline,
                          row.reward, row.terms, row.invited_only, list(row.invited or []) if owner_view else [],
                          row.confidential, row.status, row.picked, _iso(row.created_at), _iso(row.updated_at), shown_apps)
@@ -318,6 +310,14 @@ class Programme:
             elif viewer.role == "craftsman":
                 query = query.where(VisitRow.craftsman == viewer.principal)
             return [self._visit(r, viewer) for r in session.scalars(query).all()]
+
+    def open_visits(self) -> dict[str, int]:
+        """Requested or scheduled visits per craftsman (the load a new visit is balanced against), one query."""
+        with self.session() as session:
+            rows = session.execute(select(VisitRow.craftsman, func.count()).where(
+                VisitRow.status.in_(("requested", "scheduled")), VisitRow.craftsman.is_not(None))
+                .group_by(VisitRow.craftsman)).all()
+        return {craftsman: int(n) for craftsman, n in rows}
 
     def visit(self, visit_id: str, viewer: Viewer) -> Visit:
         with self.session() as session:
@@ -377,7 +377,7 @@ class Programme:
 
     def _visit(self, row: VisitRow, viewer: Viewer) -> Visit:
         owner_view = viewer.role == "maintainer" or row.enterprise == viewer.principal
-        enterprise = row.enterprise if (owner_view or row.reveal) else pseudonym(row.enterprise)
+        enterprise = row.enterprise if owner_view else as_shown(row.enterprise, row.reveal)
         return Visit(row.id, enterprise, row.source, row.title, row.description, row.trade, row.region, row.address,
                      list(row.preferred_dates or []), row.confidential, row.consent, row.craftsman, row.status,
                      row.scheduled_for, dict(row.report) if row.report else None, row.case_record,
