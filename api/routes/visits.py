@@ -138,11 +138,7 @@ def _assignee(svc: Service, enterprise: str, body: VisitIn) -> str | None:
         if ticket.answered_by or ticket.claimed_by:
             return ticket.answered_by or ticket.claimed_by
     craftsmen = [p.record for p in svc.engine.live.get().directory.craftsmen()]
-    load: dict[str, int] = {}
-    for v in svc.programme.visits(Viewer("maintainer", ""), limit=500):
-        if v.status in ("requested", "scheduled") and v.craftsman:
-            load[v.craftsman] = load.get(v.craftsman, 0) + 1
-    return match_craftsman(craftsmen, body.trade, body.region, load)
+    return match_craftsman(craftsmen, body.trade, body.region, svc.programme.open_visits())
 
 
 @router.post("", status_code=201, dependencies=[Depends(role("enterprise"))])
