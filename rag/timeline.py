@@ -37,6 +37,11 @@ def pseudonym(principal: str) -> str:
     return "企业-" + hashlib.sha256(principal.encode("utf-8")).hexdigest()[:6]
 
 
+def as_shown(enterprise: str, reveal: bool) -> str:
+    """How craftsmen see an enterprise: its id once it revealed itself, else its pseudonym."""
+    return enterprise if reveal else pseudonym(enterprise)
+
+
 def record(session: Session, subject: str, owner: str, event: str, actor: str, detail: dict[str, Any] | None = None) -> EventRow:
     """Add an event to ``subject``'s timeline in ``session`` (the caller's transaction) and queue it for the owner's
     webhook, if it has one."""

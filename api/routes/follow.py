@@ -12,7 +12,7 @@ from api.errors import ERROR_RESPONSES
 from api.routes.tickets import _visible
 from api.security import Principal
 from api.service import Service
-from rag.timeline import Event, pseudonym
+from rag.timeline import Event, as_shown
 from indexer.errors import Conflict
 from rag.webhooks import Delivery, public_address
 
@@ -75,7 +75,7 @@ def ticket_timeline(ticket_id: str, p: Annotated[Principal, Depends(principal)],
                     svc: Annotated[Service, Depends(service)]) -> list[EventOut]:
     """A ticket's events, for whoever may see the ticket."""
     ticket = _visible(svc, p, svc.engine.queue.get(ticket_id))
-    shown = {ticket.asker: pseudonym(ticket.asker)} if p.role == "craftsman" and not ticket.reveal else {}
+    shown = {ticket.asker: as_shown(ticket.asker, ticket.reveal)} if p.role == "craftsman" else {}
     return [EventOut.of(e, shown_as=shown) for e in svc.timeline.of(f"ticket:{ticket_id}")]
 
 

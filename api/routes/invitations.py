@@ -16,7 +16,7 @@ from api.service import Service
 from indexer.errors import Conflict, NotFound
 from rag.escalate import Ticket
 from rag.invitations import Invitation, Recommendation, helpful_votes, recommend
-from rag.timeline import pseudonym
+from rag.timeline import as_shown
 
 router = APIRouter(tags=["invitations"], responses=ERROR_RESPONSES)
 
@@ -58,7 +58,7 @@ class InvitationOut(BaseModel):
 
     @classmethod
     def of(cls, i: Invitation, ticket: Ticket | None = None) -> InvitationOut:
-        extra = {"question": ticket.question, "asker": ticket.asker if ticket.reveal else pseudonym(ticket.asker)} if ticket else {}
+        extra = {"question": ticket.question, "asker": as_shown(ticket.asker, ticket.reveal)} if ticket else {}
         return cls(**i.to_dict(), **extra)
 
 

@@ -17,7 +17,7 @@ from api.security import Principal, require
 from api.service import Service
 from indexer.errors import NotFound
 from rag.escalate import Ticket
-from rag.timeline import pseudonym
+from rag.timeline import as_shown
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPONSES)
 
@@ -59,8 +59,8 @@ def _trades(svc: Service, p: Principal) -> list[str]:
 
 def _out(ticket: Ticket, p: Principal) -> TicketOut:
     """The ticket as ``p`` may see it: craftsmen see the asker as a pseudonym unless the enterprise revealed itself."""
-    if p.role == "craftsman" and not ticket.reveal:
-        ticket = replace(ticket, asker=pseudonym(ticket.asker))
+    if p.role == "craftsman":
+        ticket = replace(ticket, asker=as_shown(ticket.asker, ticket.reveal))
     return TicketOut.of(ticket)
 
 
