@@ -459,22 +459,44 @@ def _observe(values: Settings, sets: list[str], ood: list[Path], ood_count: int,
     return engine, observations, names
 
 
-FIT_SETS = ["eval/sample", "eval/field:fit"]
+FIT_SETS = ["eval/sample", "eval/field:fit", "eval/regs:fit"]
+# the confidence is calibrated on questions in users' own words only: eval/sample's were written alongside the
+# corpus and share its wording, so a threshold chosen with them promises a precision field questions do not get
+CALIBRATION_SETS = ["eval/field:fit", "eval/regs:fit"]
 OOD_SETS = [SHARED_EVAL / "cail2019-dev", SHARED_EVAL / "qbqtc-dev"]
 FIT_OOD = 400  # out-of-domain questions per set used for fitting: the first slice; reports use the ones after it
+
+
+def _calibration_part(observations: list, sets: list[str], ood: list[Path], ood_count: int) -> tuple[list, str]:
+    """The observations of ``sets`` and the out-of-domain ones, and their name for the model's ``fitted_on``."""
+    from eval.datasets import load_beir
+
+    ids, names = set(), []
+    for spec in sets:
+        folder, part = _parse_set(spec)
+        if folder.exists():
+            dataset = load_beir(folder, part=part)
+            ids |= {q.id for q in dataset.queries}
+            names.append(dataset.name)
+    kept = [o for o in observations if o.group == "ood" or o.query_id in ids]
+    return kept, " + ".join(names + [f"{folder.name} [0:{ood_count}]" for folder in ood if folder.exists()])
 
 
 @app.command()
 def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelled set to fit on, DIR or DIR:PART (repeat)")] = None,
         ood: Annotated[Optional[list[Path]], typer.Option(help="out-of-domain question sets (cail2019-dev, qbqtc-dev)")] = None,
         ood_count: Annotated[int, typer.Option(help="out-of-domain questions per set used for fitting (the first slice)")] = FIT_OOD,
+        calibrate_on: Annotated[Optional[list[str]], typer.Option("--calibrate-set", help="of the sets, those the confidence "
+                                                                   "is calibrated on (repeat; default: the field and "
+                                                                   "regulation fit parts)")] = None,
         ranker: Annotated[bool, typer.Option("--ranker", help="also refit the ranker weights (rag/models/ranker.json)")] = False,
         ship: Annotated[bool, typer.Option("--ship", help="also store calibration and scope model as the shipped defaults")] = False,
         target: Annotated[float, typer.Option(help="precision wanted of automatic answers")] = 0.95,
         out_dir: Annotated[Path, typer.Option("--out", help="report folder")] = Path("eval/reports/answers-fit"),
         index: IndexOpt = None, corpus: CorpusOpt = None) -> None:
     """Fit the ranker (optional), the confidence calibration and the scope model on the fit parts only
-    (default: eval/sample and the fit part of eval/field, plus out-of-domain questions); report out-of-fold."""
+    (default: eval/sample and the fit parts of eval/field and eval/regs, plus out-of-domain questions; the
+    calibration on the field and regulation parts and the out-of-domain questions); report out-of-fold."""
 
     from eval.answers import answer_report, fit_calibrator, fit_ranker, fit_scope, scope_probabilities, with_scope
     from eval.report import write_report
@@ -514,9 +536,11 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
             observations = crossed
         model_id = engine.live.embedder.model_id
         scope, scope_oof = fit_scope(observations, model_id, fitted_on=names)
+        with_scope(observations, scope_probabilities(observations, scope, scope_oof))
+        observations, calibrated_on = _calibration_part(observations, [s for s in (calibrate_on or CALIBRATION_SETS)
+                                                                       if s in sets] or sets, ood, ood_count)
         probabilities = scope_probabilities(observations, scope, scope_oof)
-        with_scope(observations, probabilities)
-        calibrator, oof = fit_calibrator(observations, model_id, target, fitted_on=names, ood_fit_count=ood_count)
+        calibrator, oof = fit_calibrator(observations, model_id, target, fitted_on=calibrated_on, ood_fit_count=ood_count)
     except JiangxinError as exc:
         fail(exc)
     calibrator.save(values.index_dir / "calibration.json")
@@ -525,7 +549,7 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         calibrator.save(MODELS / "calibration.json")
         scope.save(MODELS / "scope.json")
     in_scope = probabilities >= scope.threshold
-    report = {"dataset": f"{names} (fit parts, out-of-fold)", "machine": machine(),
+    report = {"dataset": f"{calibrated_on} (fit parts, out-of-fold)", "scope_fitted_on": names, "machine": machine(),
               "answers": answer_report(observations, oof, calibrator.threshold, in_scope), "ranker_out_of_fold": cv}
     write_report(report, out_dir)
     if cv:
@@ -800,7 +824,7 @@ def ranked_system():
     return run
 
 
-HELD_OUT_SETS = ["eval/field:heldout"]
+HELD_OUT_SETS = ["eval/field:heldout", "eval/regs:heldout"]
 
 
 def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count: int, out_dir: Path) -> None:
