@@ -119,7 +119,8 @@ def evaluate_retrieval(dataset: Dataset, embedder: Embedder, cache: EmbeddingCac
             t0 = time.perf_counter()
             bm25 = retriever.bm25(query.text)
             t1 = time.perf_counter()
-            dense = retriever.dense(query.text) if need_dense else []
+            vector = version.embedder.embed_queries([query.text])[0] if need_dense else None
+            dense = retriever.dense(query.text, vector=vector) if need_dense else []
             t2 = time.perf_counter()
             bm25_ms, dense_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
             if "bm25" in modes:
@@ -137,7 +138,7 @@ def evaluate_retrieval(dataset: Dataset, embedder: Embedder, cache: EmbeddingCac
                     run(name).latencies_ms.append(bm25_ms + dense_ms + (time.perf_counter() - t3) * 1000)
                 for name, system in (extra_systems or {}).items():
                     t3 = time.perf_counter()
-                    ranked = system(version, query.text, bm25, dense)
+                    ranked = system(version, query.text, bm25, dense, vector)
                     run(name).rankings[query.id] = ranked
                     run(name).latencies_ms.append(bm25_ms + dense_ms + (time.perf_counter() - t3) * 1000)
             t5 = time.perf_counter()

@@ -313,6 +313,27 @@ class LocalDense:
         return _best(hits, k)
 
 
+    def similarities(self, vector: np.ndarray, record_ids: Sequence[str]) -> dict[str, float]:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        best: dict[str, float] = {}
+        wanted = list(dict.fromkeys(record_ids))
+        for si in range(len(self.parts.segments) - 1, -1, -1):  # newest first: a replaced record's chunks are dead
+            seg = self.parts.segments[si]
+            if not wanted or len(seg.vectors) == 0:
+                continue
+            dead = self.parts.dead["chunks"][si]
+            rows = [r for r in _rows(seg.db, "chunk", "local, record_id, dense", "record_id", wanted) if r[2] >= 0]
+            if len(dead):
+                rows = [r for r, gone in zip(rows, np.isin([r[0] for r in rows], dead)) if not gone]
+            if not rows:
+                continue
+            sims = seg.vector_rows(np.array([r[2] for r in rows], dtype=np.int64)) @ query
+            for (_, record_id, _), sim in zip(rows, sims.tolist()):
+                best[record_id] = max(best.get(record_id, -1.0), sim)
+            wanted = [r for r in wanted if r not in best]
+        return best
+
+
 class _Lookup:
     """Find live rows by id across segments, newest first (a newer segment's copy replaces an older one)."""
 

@@ -274,6 +274,11 @@ class MilvusCollections:
 
     # ------------------------------------------------------------------------------------------ reading
 
+    def vectors(self, where: str) -> list[tuple[str, list[float]]]:
+        """(record id, dense vector) of the chunk rows ``where`` selects."""
+        rows = self._call("query", self.client.query, self.chunks, filter=where, output_fields=["record_id", "dense"])
+        return [(r["record_id"], r["dense"]) for r in rows]
+
     def search(self, name: str, field: str, query: Any, k: int, where: str, params: dict) -> list[Hit]:
         rows = self._call("search", self.client.search, name, data=[query], anns_field=field, limit=k, filter=where,
                           output_fields=["chunk_id", "record_id"], search_params={"metric_type": "IP", "params": params})
@@ -322,6 +327,17 @@ class MilvusDense:
         ef = max(EF_MIN, 2 * k) * (4 if exact else 1)
         return self.collections.search(self.collections.chunks, "dense", query, k,
                                        _where(self.seq, filters, "has_dense == true"), {"ef": ef})
+
+    def similarities(self, vector: np.ndarray, record_ids: Sequence[str]) -> dict[str, float]:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        best: dict[str, float] = {}
+        wanted = list(dict.fromkeys(record_ids))
+        for start in range(0, len(wanted), BATCH):
+            ids = ", ".join(map(_literal, wanted[start:start + BATCH]))
+            rows = self.collections.vectors(f"{visible(self.seq)} and has_dense == true and record_id in [{ids}]")
+            for record_id, dense in rows:
+                best[record_id] = max(best.get(record_id, -1.0), float(np.dot(np.asarray(dense, dtype=np.float32), query)))
+        return best
 
 
 def prune(store, uris: set[str]) -> None:

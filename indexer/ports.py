@@ -85,6 +85,11 @@ class DenseSearch(Protocol):
         """Top ``k`` chunks by cosine similarity to a unit ``vector``, best first (scores exact)."""
         ...
 
+    def similarities(self, vector: np.ndarray, record_ids: Sequence[str]) -> dict[str, float]:
+        """Each record's best cosine to ``vector`` over its chunks that have a vector (exact; records without one
+        are left out): how close a candidate that ``search`` did not reach comes to the question."""
+        ...
+
 
 class ChunkStore(Protocol):
     def get_many(self, chunk_ids: Iterable[str]) -> dict[str, ChunkRow]:

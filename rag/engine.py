@@ -36,7 +36,7 @@ from rag.generate import Generator, GeneratorConfig
 from rag.escalate import Route, Ticket, TicketQueue, route
 from rag.rank import Ranker, RankerWeights, Scored
 from rag.scope import ScopeModel, load_scope_model, scope_features
-from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever, fuse
+from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever, complete_dense, fuse
 
 log = logging.getLogger(__name__)
 MAX_QUESTION = 2000
@@ -211,10 +211,11 @@ class Engine:
         """Hybrid retrieval, fusion and ranking (within ``filters``); ``terms`` and ``vector`` are the question's
         tokens and embedding when already computed."""
         terms = version.tokenizer.tokenize(question) if terms is None else terms
+        vector = version.embedder.embed_queries([question])[0] if vector is None else vector
         retriever = HybridRetriever(version, self.config.fusion)
         fused = fuse(retriever.bm25(question, terms=terms, filters=filters),
                      retriever.dense(question, vector=vector, filters=filters), self.config.fusion)
-        ranked = Ranker(version, self.ranker_weights).rank(question, fused, terms=terms)
+        ranked = Ranker(version, self.ranker_weights).rank(question, complete_dense(version, fused, vector), terms=terms)
         if self.config.cross_encoder:
             if self._reranker is None:
                 from rag.cross_encoder import CrossEncoderReranker

@@ -91,6 +91,23 @@ def fuse(bm25: list[Candidate], dense: list[Candidate], params: FusionParams) ->
     return sorted(merged.values(), key=lambda c: (-c.score, c.record_id))
 
 
+COMPLETION_DEPTH = 30  # fused candidates that get their dense cosine looked up when dense retrieval missed them
+
+
+def complete_dense(version: IndexVersion, candidates: list[Candidate], vector: np.ndarray,
+                   depth: int = COMPLETION_DEPTH) -> list[Candidate]:
+    """Give the first ``depth`` candidates that dense retrieval did not reach their exact cosine to the question
+    (their record's best vector), so ranking and confidence see how far below the dense frontier they lie instead
+    of a zero. Their dense rank stays empty: they were not retrieved. One lookup of at most ``depth`` records."""
+    missing = [c.record_id for c in candidates[:depth] if not c.dense_rank and c.kind != "craftsman"]
+    if missing:
+        found = version.dense.similarities(vector, missing)
+        for cand in candidates[:depth]:
+            if not cand.dense_rank and cand.record_id in found:
+                cand.dense_score = found[cand.record_id]
+    return candidates
+
+
 class HybridRetriever:
     """Answers ``retrieve(question)`` from one loaded index version."""
 

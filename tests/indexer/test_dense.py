@@ -62,3 +62,57 @@ def test_tombstoned_chunks_are_never_returned(tmp_path):
         dense = dense_over(folder, vectors, ann_above=above, dead=dead)
         hits = dense.search(vectors[4], 10)  # its own vector is dead
         assert len(hits) == 10 and all(int(h.chunk_id[1:]) % 2 == 1 for h in hits)
+
+
+def best_per_record(version, vector) -> dict[str, float]:
+    """Every chunk's cosine by an exhaustive search, the best per record."""
+    best: dict[str, float] = {}
+    for hit in version.dense.search(vector, 100_000, exact=True):
+        best[hit.record_id] = max(best.get(hit.record_id, -1.0), hit.score)
+    return best
+
+
+def test_similarities_are_each_records_best_chunk_cosine_and_replaced_records_use_their_new_vectors(
+        tmp_path, mini_corpus, embedder, cache):
+    from indexer.build import BuildOptions, apply_changes, build_index
+    from indexer.records import Passage
+    from indexer.store import IndexStore
+    from indexer.version import IndexVersion
+
+    index = tmp_path / "index"
+    build_index(mini_corpus, index, embedder, cache, BuildOptions())
+    version = IndexVersion(IndexStore(index).current_path(), embedder)
+    vector = embedder.embed_queries(["细长轴车削时中间粗两头细"])[0]
+    expected = best_per_record(version, vector)
+    ids = sorted(expected)
+    found = version.dense.similarities(vector, [*ids, "no-such-record"])
+    assert set(found) == set(ids)
+    assert np.allclose([found[i] for i in ids], [expected[i] for i in ids], atol=1e-6)
+
+    target = "p-sim"
+    for text in ("细长轴车削用跟刀架和弹性顶尖，反向进给消除腰鼓形。", "空压机排气温度高，先查油冷却器是否堵塞。"):
+        apply_changes(index, embedder, cache, [Passage(id=target, title="", text=text)], [])
+        newer = IndexVersion(IndexStore(index).current_path(), embedder)
+        after = newer.dense.similarities(vector, [target])
+        assert np.isclose(after[target], best_per_record(newer, vector)[target], atol=1e-6)
+        found[target] = found.get(target, after[target])
+    assert after[target] < found[target] - 0.01  # the replaced text's chunks are tombstoned, not read
+
+
+def test_ranking_sees_the_dense_cosine_of_candidates_dense_retrieval_missed(mini_index, embedder):
+    from indexer.store import IndexStore
+    from indexer.version import IndexVersion
+    from rag.retrieve import HybridRetriever, complete_dense, fuse
+
+    version = IndexVersion(IndexStore(mini_index).current_path(), embedder)
+    question = "焊缝气孔怎么办"
+    vector = embedder.embed_queries([question])[0]
+    retriever = HybridRetriever(version)
+    dense = retriever.dense(question, depth=3, vector=vector)
+    fused = fuse(retriever.bm25(question), dense, retriever.fusion)
+    missed = [c for c in fused[:30] if not c.dense_rank and c.kind != "craftsman"]
+    assert missed and all(c.dense_score == 0.0 for c in missed)
+    complete_dense(version, fused, vector)
+    truth = best_per_record(version, vector)
+    for cand in missed:
+        assert cand.dense_rank is None and np.isclose(cand.dense_score, truth[cand.record_id], atol=1e-6)

@@ -80,6 +80,19 @@ def test_same_hits_and_scores_as_the_local_engine_with_and_without_filters(pair,
         assert_same_hits(a[key], b[key], atol=1e-5 if not key.startswith("dense") else 1e-4)
 
 
+def test_similarities_equal_the_local_engine(pair):
+    local, milvus = pair
+    compared = 0
+    for q in QUESTIONS:
+        vector = local.embedder.embed_queries([q])[0]
+        ids = [h.record_id for h in local.sparse.search_records(local.tokenizer.tokenize(q), 20)] + ["no-such-record"]
+        a, b = local.dense.similarities(vector, ids), milvus.dense.similarities(vector, ids)
+        assert set(a) == set(b) and "no-such-record" not in a
+        assert np.allclose([a[i] for i in a], [b[i] for i in a], rtol=0, atol=1e-4)
+        compared += len(a)
+    assert compared >= 10
+
+
 def test_parity_on_the_sample(tmp_path, embedder, cache):
     """eval/sample indexed by both backends: BM25 top-10 ids and scores equal (1e-5), every mode's MRR@10 within 0.005."""
     dataset = load_beir(ROOT / "eval" / "sample")
