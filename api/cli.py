@@ -469,6 +469,7 @@ FIT_OOD = 400  # out-of-domain questions per set used for fitting: the first sli
 
 def _calibration_part(observations: list, sets: list[str], ood: list[Path], ood_count: int) -> tuple[list, str]:
     """The observations of ``sets`` and the out-of-domain ones, and their name for the model's ``fitted_on``."""
+    from eval.answers import load_ood
     from eval.datasets import load_beir
 
     ids, names = set(), []
@@ -478,7 +479,8 @@ def _calibration_part(observations: list, sets: list[str], ood: list[Path], ood_
             dataset = load_beir(folder, part=part)
             ids |= {q.id for q in dataset.queries}
             names.append(dataset.name)
-    kept = [o for o in observations if o.group == "ood" or o.query_id in ids]
+    ids |= {q.id for folder in ood if folder.exists() for q in load_ood(folder, ood_count, 0)}  # incl. industrial ones
+    kept = [o for o in observations if o.query_id in ids]
     return kept, " + ".join(names + [f"{folder.name} [0:{ood_count}]" for folder in ood if folder.exists()])
 
 

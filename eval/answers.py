@@ -75,7 +75,23 @@ def load_ood(folder: Path, count: int, offset: int = 0) -> list[Query]:
     else:
         raise DatasetError(f"{folder}: neither questions.jsonl nor dev.json is there")
     rows.sort(key=lambda r: hashlib.sha1(r[0].encode()).hexdigest())
-    return [Query(qid, text, "ood", False, scope="out_of_scope") for qid, text in rows[offset:offset + count]]
+    industrial = judged_industrial(folder.name)
+    return [Query(qid, text, "ood", False, scope="in_domain" if qid in industrial else "out_of_scope")
+            for qid, text in rows[offset:offset + count]]
+
+
+SCOPE_LABELS = Path(__file__).resolve().parent / "scope-labels"
+
+
+def judged_industrial(set_name: str) -> set[str]:
+    """Ids of an out-of-domain set's questions that reviewers judged industrial (``eval/scope-labels/<set>.tsv``,
+    ``id<TAB>in|out``): web queries such as "1110柴油机大修" belong to a craftsman, so they count as in-domain
+    questions the corpus does not cover, not as out-of-domain ones."""
+    path = SCOPE_LABELS / f"{set_name}.tsv"
+    if not path.exists():
+        return set()
+    rows = (line.rstrip("\n").split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return {row[0] for row in rows if len(row) == 2 and row[1] == "in"}
 
 
 def _group(query: Query, dataset: Dataset) -> str:
@@ -96,7 +112,7 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
     version = engine.live.get()
     out = []
     questions = [(q, _group(q, dataset)) for q in dataset.queries] if dataset else []
-    questions += [(q, "ood") for q in ood]
+    questions += [(q, "ood" if q.scope == "out_of_scope" else "uncovered") for q in ood]
     for query, group in questions:
         terms = version.tokenizer.tokenize(query.text)
         vector = version.embedder.embed_queries([query.text])[0]

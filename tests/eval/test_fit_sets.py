@@ -1,6 +1,7 @@
 """Which questions the confidence is calibrated on: the sets in users' own words and the out-of-domain ones,
 never eval/sample (written alongside the corpus) and never a held-out part."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,15 @@ def observation(query_id: str, group: str) -> Observation:
 
 def test_calibration_keeps_the_field_and_regulation_fit_parts_and_the_out_of_domain_questions(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
-    (tmp_path / "cail2019-dev").mkdir()
+    ood = tmp_path / "cail2019-dev"
+    ood.mkdir()
+    (ood / "questions.jsonl").write_text('{"_id": "ood-1", "text": "被告人何时到案？"}\n', encoding="utf-8")
     sample = load_beir(ROOT / "eval" / "sample").queries[:5]
     field = load_beir(ROOT / "eval" / "field", part="fit").queries[:5]
     regs = load_beir(ROOT / "eval" / "regs", part="fit").queries[:5]
     observations = ([observation(q.id, "answerable") for q in sample + field]
                     + [observation(q.id, "uncovered") for q in regs] + [observation("ood-1", "ood")])
-    kept, name = _calibration_part(observations, CALIBRATION_SETS, [tmp_path / "cail2019-dev"], 400)
+    kept, name = _calibration_part(observations, CALIBRATION_SETS, [ood], 400)
     assert {o.query_id for o in kept} == {q.id for q in field + regs} | {"ood-1"}
     assert name == "field-fit + regs-fit + cail2019-dev [0:400]"
 
@@ -37,3 +40,18 @@ def test_no_held_out_part_is_fitted_on():
                for q in load_beir(ROOT / spec.split(":")[0], part=spec.split(":")[1]).queries}
     held_ids = {q.id for spec in HELD_OUT_SETS for q in load_beir(ROOT / spec.split(":")[0], part=spec.split(":")[1]).queries}
     assert fit_ids and held_ids and not fit_ids & held_ids
+
+
+def test_an_out_of_domain_question_judged_industrial_counts_as_in_domain(tmp_path, monkeypatch):
+    import eval.answers as answers
+
+    folder = tmp_path / "webqueries"
+    folder.mkdir()
+    rows = [{"_id": "w-1", "text": "1110柴油机大修"}, {"_id": "w-2", "text": "宝宝打喷嚏吃什么药"}]
+    (folder / "questions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "webqueries.tsv").write_text("w-1\tin\nw-2\tout\n", encoding="utf-8")
+    monkeypatch.setattr(answers, "SCOPE_LABELS", labels)
+    scopes = {q.id: q.scope for q in answers.load_ood(folder, 10)}
+    assert scopes == {"w-1": "in_domain", "w-2": "out_of_scope"}
