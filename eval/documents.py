@@ -84,12 +84,12 @@ def evaluate(workdir: Path) -> dict[str, Any]:
         answer = result.answer
         cited = [s.id for s in answer.sources] if answer else []
         first_cited = cited[0] if cited else ""
+        said = result.status == "answered"
         rows.append({"id": query.id, "text": query.text, "article": article, "status": result.status,
                      "confidence": round(result.confidence, 4), "in_scope": round(result.in_scope, 4),
-                     "top": first, "top_article": article_of.get(first, ""),
-                     "first_cited": first_cited, "right": bool(result.status == "answered" and (article_of.get(first_cited) == article or first_cited in also)),
-                     "citation": (f"《{document.source}》第{page_of[first_cited]}页"
-                                  if result.status == "answered" and first_cited in page_of else ""),
+                     "top": first, "top_article": article_of.get(first, ""), "first_cited": first_cited,
+                     "right": said and (article_of.get(first_cited) == article or first_cited in also),
+                     "citation": f"《{document.source}》第{page_of[first_cited]}页" if said and first_cited in page_of else "",
                      "top_right": article_of.get(first) == article or first in also})
     n = len(rows)
     status = Counter(r["status"] for r in rows)
