@@ -312,7 +312,6 @@ class LocalDense:
             hits.extend(Hit(rows_by_local[l][0], rows_by_local[l][1], float(s)) for l, s in zip(chosen, sims[order].tolist()))
         return _best(hits, k)
 
-
     def similarities(self, vector: np.ndarray, record_ids: Sequence[str]) -> dict[str, float]:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         best: dict[str, float] = {}
