@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, role, service, viewer
 from api.errors import ERROR_RESPONSES
+from api.schemas import CraftsmanCard
 from api.security import Principal
 from api.service import Service
 from indexer.errors import Conflict, NotFound
@@ -21,13 +22,10 @@ from rag.timeline import as_shown
 router = APIRouter(tags=["invitations"], responses=ERROR_RESPONSES)
 
 
-class RecommendationOut(BaseModel):
-    id: str
-    name: str
-    honours: list[str]
-    skills: list[str]
-    trades: list[str]
-    region: str
+class RecommendationOut(CraftsmanCard):
+    """A craftsman recommended for a question, with what the ranking weighed."""
+
+    model_config = ConfigDict(extra="ignore")  # a response of its own, not a stored document passed through
     open_tickets: int = Field(description="Open tickets routed to or claimed by the craftsman (current load)")
     helpful_votes: int = Field(description="Helpful votes on answers the craftsman gave")
     score: float
