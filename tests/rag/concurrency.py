@@ -2,7 +2,8 @@
 
 import os
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -10,6 +11,30 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from rag.db import connect
+
+RUN = uuid.uuid4().hex[:8]  # the askers and owners of this test run start with ent-RUN-, so its PostgreSQL rows can go
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{RUN}-{uuid.uuid4().hex[:8]}"
+
+
+def postgres_for_run(owned: Sequence[tuple[str, str]]) -> Iterator[Any]:
+    """For a module fixture: the PostgreSQL engine (or a skip), then the rows of this run deleted from each
+    ``(table, owner column)`` (rows that reference them go by ON DELETE CASCADE)."""
+    engine = postgres_or_skip()
+    yield engine
+    with engine.begin() as conn:
+        for table, column in owned:
+            conn.execute(text(f"DELETE FROM {table} WHERE {column} LIKE :run"), {"run": f"ent-{RUN}-%"})
+    engine.dispose()
+
+
+def sqlite_or_postgres(request, tmp_path) -> Any:
+    """For a fixture parametrised ``["sqlite", "postgres"]``: a fresh SQLite file, or the module's ``pg_engine``."""
+    if request.param == "sqlite":
+        return connect(f"sqlite:///{tmp_path / 'q.db'}")
+    return request.getfixturevalue("pg_engine")
 
 
 def create_concurrently(queue, asker: str, n: int = 6) -> list[str]:

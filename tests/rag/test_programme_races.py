@@ -3,48 +3,34 @@ when none answers): picks, visit reports, invitation answers, the asker's verdic
 deliveries each have exactly one winner; every acknowledged change is in the final row."""
 
 import threading
-import uuid
 from datetime import date, timedelta
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import text
 
 from indexer.errors import Conflict
-from rag.db import connect, sessions
+from rag.db import sessions
 from rag.escalate import Route, Ticket, TicketQueue
 from rag.invitations import Invitation, Invitations
 from rag.programme import Challenge, Programme, Viewer, Visit
 from rag.timeline import record
 from rag.webhooks import Deliverer, Webhooks
-from tests.rag.concurrency import postgres_or_skip, race
+from tests.rag.concurrency import postgres_for_run, race, sqlite_or_postgres, uid
 
 TRIALS = 8
-RUN = uuid.uuid4().hex[:8]
 SOON = (date.today() + timedelta(days=10)).isoformat()
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{RUN}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
 def pg_engine():
-    engine = postgres_or_skip()
-    yield engine
-    with engine.begin() as conn:
-        for table, column in (("challenges", "enterprise"), ("visits", "enterprise"), ("tickets", "asker"),
-                              ("webhooks", "owner"), ("events", "owner")):
-            conn.execute(text(f"DELETE FROM {table} WHERE {column} LIKE :run"), {"run": f"ent-{RUN}-%"})
-    engine.dispose()
+    yield from postgres_for_run([("challenges", "enterprise"), ("visits", "enterprise"), ("tickets", "asker"),
+                                 ("webhooks", "owner"), ("events", "owner")])
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request, tmp_path):
-    if request.param == "sqlite":
-        return connect(f"sqlite:///{tmp_path / 'q.db'}")
-    return request.getfixturevalue("pg_engine")
+    return sqlite_or_postgres(request, tmp_path)
 
 
 def test_racing_picks_pick_exactly_one_application(db):

@@ -4,7 +4,6 @@ default the local test role .ci/run creates; those cases skip with a reason when
 Each race starts its threads at one barrier and is repeated TRIALS times; a transition is a compare-and-set,
 so exactly one racer wins it and every acknowledged change is in the final row."""
 
-import uuid
 from datetime import timedelta
 from functools import partial
 
@@ -20,30 +19,19 @@ from rag.db import QuestionRow, TicketRow, connect, sessions
 from rag.engine import Engine, EngineConfig
 from rag.escalate import CraftsmanProfile, Route, Ticket, TicketQueue, route
 from tests.conftest import MINI
-from tests.rag.concurrency import postgres_or_skip, race
+from tests.rag.concurrency import postgres_for_run, race, sqlite_or_postgres, uid
 
 TRIALS = 20
-RUN = uuid.uuid4().hex[:8]  # askers of this run start with it, so the PostgreSQL rows can be removed afterwards
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{RUN}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
 def pg_engine():
-    engine = postgres_or_skip()
-    yield engine
-    with engine.begin() as conn:  # routes and trades go with their tickets (ON DELETE CASCADE)
-        conn.execute(text("DELETE FROM tickets WHERE asker LIKE :run"), {"run": f"ent-{RUN}-%"})
-    engine.dispose()
+    yield from postgres_for_run([("tickets", "asker")])
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request, tmp_path):
-    if request.param == "sqlite":
-        return connect(f"sqlite:///{tmp_path / 'q.db'}")
-    return request.getfixturevalue("pg_engine")
+    return sqlite_or_postgres(request, tmp_path)
 
 
 @pytest.fixture
