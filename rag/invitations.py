@@ -9,9 +9,7 @@ Recommendation score = the routing score (expertise match to the question, trade
 
 from __future__ import annotations
 
-import logging
 import secrets
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, NotFound
 from indexer.ports import CraftsmanProfile
+from rag.background import Periodic
 from rag.db import FeedbackRow, InvitationRow, QuestionRow, RouteRow, TicketRow, sessions, utcnow, write_transaction
 from rag.escalate import RoutingWeights, Ticket, TicketQueue, route
 from rag.timeline import record
 
-log = logging.getLogger(__name__)
 REGION = 0.05
 HELPFUL = 0.02
 HELPFUL_CAP = 5
@@ -209,31 +207,18 @@ def _invitation(row: InvitationRow) -> Invitation:
                       row.expires_at.isoformat() + "Z", row.created_at.isoformat() + "Z")
 
 
-class Sweeper:
+class Sweeper(Periodic):
     """Every ``interval`` seconds: expire invitations past their time (passing them on), and re-route tickets left
     open longer than ``sla`` to the next best craftsmen (``reroute(ticket)`` gives them, best first)."""
 
+    name = "sweeper"
+    wait_first = True
+
     def __init__(self, engine: Engine, invitations: Invitations, reroute: Callable[[Ticket], list[tuple[str, str, float]]],
                  sla: timedelta, interval: float = 5.0) -> None:
-        self.engine, self.invitations, self.reroute, self.sla, self.interval = engine, invitations, reroute, sla, interval
+        super().__init__(interval)
+        self.engine, self.invitations, self.reroute, self.sla = engine, invitations, reroute, sla
         self.session = sessions(engine)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="sweeper", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - the sweeper must outlive a database hiccup; logged
-                log.exception("sweep failed")
 
     def run_once(self) -> tuple[int, int]:
         """(invitations expired, tickets re-routed) in this pass."""

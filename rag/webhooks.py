@@ -18,7 +18,6 @@ import json
 import logging
 import secrets
 import socket
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import Engine, delete, or_, select, update
 
+from rag.background import Periodic
 from rag.db import DeliveryRow, EventRow, WebhookRow, sessions, utcnow
 
 log = logging.getLogger(__name__)
@@ -108,37 +108,20 @@ class Webhooks:
                              d.delivered_at) for d, name in rows]
 
 
-class Deliverer:
-    """Sends due deliveries, in a background thread of the server (``start``) or one pass at a time (``run_once``)."""
+class Deliverer(Periodic):
+    """Sends due deliveries, in a background thread of the server (``start``) or one pass at a time (``run_once``);
+    while a pass sends something the next follows at once, else after ``poll`` seconds."""
+
+    name = "webhooks"
+    again_while_busy = True
 
     def __init__(self, engine: Engine, attempts: int = 6, base_delay: float = 2.0, timeout: float = 5.0,
                  poll: float = 0.5, allow_private: bool = False) -> None:
+        super().__init__(poll)
         self.session = sessions(engine)
         self.allow_private = allow_private  # tests post to a receiver on loopback; production refuses it
-        self.attempts, self.base_delay, self.timeout, self.poll = attempts, base_delay, timeout, poll
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.attempts, self.base_delay, self.timeout = attempts, base_delay, timeout
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sent = self.run_once()
-            except Exception:  # noqa: BLE001 - the loop must survive a database hiccup; it is logged
-                log.exception("webhook delivery pass failed")
-                sent = 0
-            if not sent:
-                self._stop.wait(self.poll)
 
     def run_once(self, limit: int = 20) -> int:
         """Send the deliveries due now (at most ``limit``); returns how many were attempted."""
