@@ -14,6 +14,7 @@ so that its memory is a server's alone. rank-bm25 runs on the same tokens in the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -141,6 +142,9 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=50_000, help="vectors above which a segment gets an IVF index")
     parser.add_argument("--out", type=Path, default=Path("eval/reports/bench"))
     parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="build in this empty folder and keep the index, vector pool and questions there (to profile the "
+                             "serving side again: python -m eval.bench_serve DIR/index DIR/pool.npy DIR/queries.json OUT)")
     args = parser.parse_args()
     if not (args.shared / "csl" / "corpus.jsonl").exists():
         print(f"skipped: {args.shared}/csl is not on this machine")
@@ -164,7 +168,11 @@ def main() -> None:
 
     embedder = ReusedVectors(pool, real)
     options = BuildOptions(full=True, exact_max=args.exact_max, dense_roles=("head", "alias", "body"))
-    with tempfile.TemporaryDirectory(prefix="jiangxin-bench-") as tmp:
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        raise JiangxinError(f"--keep {args.keep}: the folder is not empty")
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory(prefix="jiangxin-bench-")) as tmp:
         index = Path(tmp) / "index"
         report = build_index(Path(tmp) / "corpus", index, embedder, None, options, load=CorpusLoad(records))
         build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -360,6 +360,9 @@ class LocalChunks(_Lookup):
         rows = self.find("chunk", "chunks", "record_id, kind, title, role, text", chunk_ids)
         return {cid: ChunkRow(cid, *row) for cid, row in rows.items()}
 
+    def labels(self, chunk_ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+        return self.find("chunk", "chunks", "record_id, kind, title", chunk_ids)
+
 
 class LocalRecords(_Lookup):
     """``RecordStore``: records parsed only when asked for, a bounded cache of the recent ones."""

@@ -96,6 +96,11 @@ class ChunkStore(Protocol):
         """The live chunks among ``chunk_ids`` (unknown or deleted ids are absent)."""
         ...
 
+    def labels(self, chunk_ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+        """(record id, kind, title) of the live chunks among ``chunk_ids``: what folding hits into records needs,
+        without reading their text."""
+        ...
+
 
 class RecordStore(Protocol):
     def get_many(self, record_ids: Iterable[str]) -> dict[str, Record]:

@@ -69,9 +69,9 @@ def fold(hits: list[Hit], kinds: dict[str, tuple[str, str]]) -> list[Candidate]:
 
 
 def describe(version: IndexVersion, hits: list[Hit]) -> dict[str, tuple[str, str]]:
-    """(kind, title) of the records the hits name, from the chunk store (one lookup for all)."""
-    rows = version.chunks.get_many(h.chunk_id for h in hits)
-    return {row.record_id: (row.kind, row.title) for row in rows.values()}
+    """(kind, title) of the records the hits name, from the chunk store (one lookup for all, no text read)."""
+    labels = version.chunks.labels(h.chunk_id for h in hits)
+    return {record_id: (kind, title) for record_id, kind, title in labels.values()}
 
 
 def fuse(bm25: list[Candidate], dense: list[Candidate], params: FusionParams) -> list[Candidate]:

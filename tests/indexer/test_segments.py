@@ -69,6 +69,9 @@ def test_deltas_score_as_a_fresh_full_build(tmp_path_factory, embedder, initial,
     assert grown.records.count() == fresh.records.count() == len(live)
     assert sorted(grown.records.hashes()) == sorted(live)
     assert_same(all_scores(grown), all_scores(fresh))
+    every_id = [f"p-{i}#{j}" for i in range(12) for j in range(12)]  # the deleted and replaced ones' too
+    assert grown.chunks.labels(every_id) == fresh.chunks.labels(every_id)
+    assert {c: (r.record_id, r.kind, r.title) for c, r in fresh.chunks.get_many(every_id).items()} == fresh.chunks.labels(every_id)
 
 
 def test_merge_folds_deltas_into_one_segment_with_the_same_scores(tmp_path, embedder):
