@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from indexer.records import Craftsman, Record, StandardQuestion, delete_record, 
 from indexer.version import IndexVersion, LiveIndex
 from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
 from rag.confidence import Calibrator, confidence_features, load_calibrator
-from rag.db import QuestionRow, SubjectFlagsRow, sessions
+from rag.db import QuestionRow, SubjectFlagsRow, sessions, utcnow
 from rag.timeline import record
 from rag.generate import Generator, GeneratorConfig
 from rag.escalate import Route, Ticket, TicketQueue, route
@@ -95,6 +95,7 @@ class AskResult:
     ranked: list[Scored] = field(default_factory=list, repr=False)
     version: IndexVersion | None = field(default=None, repr=False)  # the one ``ranked`` refers to
     vector: np.ndarray | None = field(default=None, repr=False)  # the question's embedding
+    created_at: datetime | None = None  # when ``ask`` recorded it
 
     def to_dict(self) -> dict[str, Any]:
         answer = self.answer.to_dict() if self.answer else None
@@ -265,6 +266,7 @@ class Engine:
         question's ticket is never published and never offered in the open pool of a trade."""
         result = self.assess(question, filters)
         result.id = "Q" + secrets.token_hex(6)
+        result.created_at = utcnow()
         with self.queue.transaction() as session:  # the ticket joins it: question and ticket commit together or not at all
             if confidential or reveal:
                 session.add(SubjectFlagsRow(subject=f"question:{result.id}", confidential=confidential, reveal=reveal))
@@ -273,7 +275,7 @@ class Engine:
             session.add(QuestionRow(id=result.id, asker=asker, question=result.question, status=result.status,
                                     confidence=result.confidence, result=result.to_dict(),
                                     ticket_id=result.ticket.id if result.ticket else None,
-                                    index_version=result.index_version))
+                                    index_version=result.index_version, created_at=result.created_at))
             record(session, f"question:{result.id}", asker, "created", asker,
                    {"status": result.status, "ticket": result.ticket.id if result.ticket else None})
         return result

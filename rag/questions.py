@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
 from indexer.errors import NotFound
 from rag.db import FeedbackRow, QuestionRow, sessions
-from rag.escalate import TicketQueue
+from rag.escalate import Ticket, TicketQueue
+
+
+def view(result: dict[str, Any], question_id: str, asker: str, created_at: datetime, ticket: Ticket | None,
+         feedback: list[FeedbackRow]) -> dict[str, Any]:
+    """A question as its asker reads it: the stored result, the ticket's state, any craftsman answer and feedback."""
+    out = dict(result)
+    out.update(id=question_id, asker=asker, created_at=created_at.isoformat() + "Z")
+    if ticket is not None:
+        out["ticket"] = ticket.to_dict()
+        if ticket.status in ("answered", "publishing", "published") and ticket.answer:
+            out["craftsman_answer"] = {"answer": ticket.answer, "craftsman": ticket.answered_by, "record": ticket.published_record}
+    out["feedback"] = [{"helpful": f.helpful, "comment": f.comment, "created_at": f.created_at.isoformat() + "Z"} for f in feedback]
+    return out
 
 
 class QuestionLog:
@@ -18,16 +32,15 @@ class QuestionLog:
 
     def _view(self, row: QuestionRow, feedback: list[FeedbackRow]) -> dict[str, Any]:
         """Called outside any open transaction: it reads the ticket's live state in its own."""
-        view = dict(row.result)
-        view.update(id=row.id, asker=row.asker, created_at=row.created_at.isoformat() + "Z")
-        if row.ticket_id:
-            ticket = self.queue.get(row.ticket_id)
-            view["ticket"] = ticket.to_dict()
-            if ticket.status in ("answered", "publishing", "published") and ticket.answer:
-                view["craftsman_answer"] = {"answer": ticket.answer, "craftsman": ticket.answered_by,
-                                            "record": ticket.published_record}
-        view["feedback"] = [{"helpful": f.helpful, "comment": f.comment, "created_at": f.created_at.isoformat() + "Z"} for f in feedback]
-        return view
+        ticket = self.queue.get(row.ticket_id) if row.ticket_id else None
+        return view(row.result, row.id, row.asker, row.created_at, ticket, feedback)
+
+    @staticmethod
+    def just_asked(result: dict[str, Any], question_id: str, asker: str, created_at: datetime,
+                   ticket: Ticket | None) -> dict[str, Any]:
+        """What ``get`` would read back right after ``Engine.ask`` stored ``result`` (its ``to_dict``), without the
+        read: no feedback yet, the ticket as the ask's own transaction left it."""
+        return view(result, question_id, asker, created_at, ticket, [])
 
     def get(self, question_id: str, asker: str | None = None) -> dict[str, Any]:
         """One question; with ``asker``, only if it is theirs (else NotFound, so existence does not leak)."""

@@ -33,6 +33,16 @@ def test_standard_question_answered_over_http(server):
     assert body["status"] == "answered" and body["standard"] and body["sources"][0]["id"] == "sq-m-4"
 
 
+@pytest.mark.parametrize("question", ["带式输送机跑偏怎么调整", "不锈钢管氩弧焊打底焊缝背面发黑了咋办", "今天天气怎么样，周末适合去爬山吗"])
+def test_what_an_ask_returns_is_what_reading_the_question_back_returns(server, question):
+    """The ask answers from what it has just stored, without reading it back: the two must not differ."""
+    with server.client("ent_a") as c:
+        asked = c.post("/v1/questions", json={"question": question})
+        assert asked.status_code == 201, asked.text
+        read = c.get(f"/v1/questions/{asked.json()['id']}")
+    assert read.status_code == 200 and read.json() == asked.json()
+
+
 def test_filters_restrict_the_records_an_answer_comes_from(server):
     with server.client("ent_a") as c:
         free = c.post("/v1/questions", json={"question": "带式输送机跑偏怎么调整"}).json()
