@@ -218,7 +218,7 @@ class TicketQueue:
         record(session, f"ticket:{row.id}", asker, "created", asker, {"trades": list(trades)})
         if routes:
             record(session, f"ticket:{row.id}", asker, "routed", "jiangxin", {"craftsmen": [r.craftsman_id for r in routes]})
-        return self._ticket(session, row, routes), True
+        return self._ticket(session, row, routes, flags), True
 
     def get(self, ticket_id: str) -> Ticket:
         with self.session.begin() as session:

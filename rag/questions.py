@@ -9,10 +9,11 @@ from sqlalchemy import Engine, func, select
 
 from indexer.errors import NotFound
 from rag.db import FeedbackRow, QuestionRow, sessions
+from rag.engine import AskResult
 from rag.escalate import Ticket, TicketQueue
 
 
-def view(result: dict[str, Any], question_id: str, asker: str, created_at: datetime, ticket: Ticket | None,
+def question_view(result: dict[str, Any], question_id: str, asker: str, created_at: datetime, ticket: Ticket | None,
          feedback: list[FeedbackRow]) -> dict[str, Any]:
     """A question as its asker reads it: the stored result, the ticket's state, any craftsman answer and feedback."""
     out = dict(result)
@@ -33,14 +34,14 @@ class QuestionLog:
     def _view(self, row: QuestionRow, feedback: list[FeedbackRow]) -> dict[str, Any]:
         """Called outside any open transaction: it reads the ticket's live state in its own."""
         ticket = self.queue.get(row.ticket_id) if row.ticket_id else None
-        return view(row.result, row.id, row.asker, row.created_at, ticket, feedback)
+        return question_view(row.result, row.id, row.asker, row.created_at, ticket, feedback)
 
     @staticmethod
-    def just_asked(result: dict[str, Any], question_id: str, asker: str, created_at: datetime,
-                   ticket: Ticket | None) -> dict[str, Any]:
-        """What ``get`` would read back right after ``Engine.ask`` stored ``result`` (its ``to_dict``), without the
-        read: no feedback yet, the ticket as the ask's own transaction left it."""
-        return view(result, question_id, asker, created_at, ticket, [])
+    def just_asked(result: AskResult, asker: str) -> dict[str, Any]:
+        """What ``get`` would read back right after ``Engine.ask`` stored ``result``, without the read: no feedback
+        yet, the ticket as the ask's own transaction left it."""
+        assert result.created_at is not None, "only a result Engine.ask has recorded"
+        return question_view(result.to_dict(), result.id, asker, result.created_at, result.ticket, [])
 
     def get(self, question_id: str, asker: str | None = None) -> dict[str, Any]:
         """One question; with ``asker``, only if it is theirs (else NotFound, so existence does not leak)."""

@@ -61,8 +61,7 @@ def ask(body: QuestionIn, p: Annotated[Principal, Depends(principal)], svc: Anno
     result = svc.engine.ask(body.question, p.principal, body.filters.filters() if body.filters else NO_FILTERS,
                             confidential=body.confidential, reveal=body.reveal)
     svc.metrics.outcomes.labels(result.status).inc()
-    return QuestionView.model_validate(svc.questions.just_asked(result.to_dict(), result.id, p.principal, result.created_at,
-                                                                result.ticket))
+    return QuestionView.model_validate(svc.questions.just_asked(result, p.principal))
 
 
 @router.get("")

@@ -33,14 +33,23 @@ def test_standard_question_answered_over_http(server):
     assert body["status"] == "answered" and body["standard"] and body["sources"][0]["id"] == "sq-m-4"
 
 
-@pytest.mark.parametrize("question", ["带式输送机跑偏怎么调整", "不锈钢管氩弧焊打底焊缝背面发黑了咋办", "今天天气怎么样，周末适合去爬山吗"])
-def test_what_an_ask_returns_is_what_reading_the_question_back_returns(server, question):
+@pytest.mark.parametrize("body, status", [
+    ({"question": "带式输送机跑偏怎么调整"}, "answered"),
+    ({"question": "不锈钢管氩弧焊打底焊缝背面发黑了咋办"}, "escalated"),
+    ({"question": "不锈钢管氩弧焊打底焊缝背面发黑了咋办"}, "escalated"),  # again: the ticket opened above is reused
+    ({"question": "薄壁不锈钢管氩弧焊背面发黑氧化怎么防", "confidential": True, "reveal": True}, "escalated"),
+    ({"question": "今天天气怎么样，周末适合去爬山吗"}, "out_of_scope"),
+])
+def test_what_an_ask_returns_is_what_reading_the_question_back_returns(server, body, status):
     """The ask answers from what it has just stored, without reading it back: the two must not differ."""
     with server.client("ent_a") as c:
-        asked = c.post("/v1/questions", json={"question": question})
+        asked = c.post("/v1/questions", json=body)
         assert asked.status_code == 201, asked.text
         read = c.get(f"/v1/questions/{asked.json()['id']}")
+    assert asked.json()["status"] == status
     assert read.status_code == 200 and read.json() == asked.json()
+    if body.get("confidential"):
+        assert asked.json()["ticket"]["confidential"] is True and asked.json()["ticket"]["reveal"] is True
 
 
 def test_filters_restrict_the_records_an_answer_comes_from(server):
