@@ -1,6 +1,6 @@
 """Indexer benchmark at 100k+ chunks on real Chinese text (csl abstracts, coal-mine regulations).
 
-``python -m eval.bench [--chunks 100000] [--queries 200] [--out eval/reports/bench]`` → ``bench-<chunks>.json``
+``python -m eval.bench [--chunks 100000] [--queries 200] [--out eval/reports/bench] [--keep DIR]`` → ``bench-<chunks>.json``
 
 Documents are recombined from real sentences to reach the size. The dense side uses *reused real
 vectors*: every chunk gets a real multilingual-e5-small vector taken from the shared embedding cache
@@ -144,8 +144,13 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--keep", type=Path, default=None,
                         help="build in this empty folder and keep the index, vector pool and questions there (to profile the "
-                             "serving side again: python -m eval.bench_serve DIR/index DIR/pool.npy DIR/queries.json OUT)")
+                             "serving side again: python -m eval.bench_serve DIR/index DIR/pool.npy DIR/queries.json OUT); "
+                             "the kept index holds the one answer the run published, each later bench_serve run adds one more")
     args = parser.parse_args()
+    if args.keep is not None:
+        if args.keep.exists() and (not args.keep.is_dir() or any(args.keep.iterdir())):
+            raise JiangxinError(f"--keep {args.keep}: not an empty folder")
+        args.keep.mkdir(parents=True, exist_ok=True)
     if not (args.shared / "csl" / "corpus.jsonl").exists():
         print(f"skipped: {args.shared}/csl is not on this machine")
         return
@@ -168,10 +173,6 @@ def main() -> None:
 
     embedder = ReusedVectors(pool, real)
     options = BuildOptions(full=True, exact_max=args.exact_max, dense_roles=("head", "alias", "body"))
-    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
-        raise JiangxinError(f"--keep {args.keep}: the folder is not empty")
-    if args.keep is not None:
-        args.keep.mkdir(parents=True, exist_ok=True)
     with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory(prefix="jiangxin-bench-")) as tmp:
         index = Path(tmp) / "index"
         report = build_index(Path(tmp) / "corpus", index, embedder, None, options, load=CorpusLoad(records))

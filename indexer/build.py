@@ -550,6 +550,11 @@ def check_compatible(manifest: dict, embedder: Embedder) -> None:
         raise IndexMismatchError(
             f"index version {manifest.get('version')} has format {manifest.get('format')!r}, this Jiangxin reads format "
             f"{FORMAT}; re-index with `jiangxin index --full`")
+    built_with = manifest.get("tokenizer", {}).get("version")
+    if built_with != TOKENIZER_VERSION:
+        raise IndexMismatchError(
+            f"index version {manifest.get('version')} was built with tokenizer {built_with!r}, this Jiangxin tokenizes "
+            f"with {TOKENIZER_VERSION}; re-index with `jiangxin index --full`")
     model = manifest.get("model", {})
     if model.get("id") != embedder.model_id or model.get("dim") != embedder.dim:
         raise IndexMismatchError(

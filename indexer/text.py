@@ -22,7 +22,7 @@ from pathlib import Path
 
 import rjieba
 
-TOKENIZER_VERSION = "jx-tok-2"
+TOKENIZER_VERSION = "jx-tok-2"  # bump when the cuts may change: the rjieba pin in pyproject.toml, the rules below
 
 # A model number or measurement: starts with a letter, digit or Φ and mixes letters/digits with . - / ± ×.
 _CODE = re.compile(r"[φ±]?[a-z0-9]+(?:[.\-/×*~][a-z0-9]+)*%?", re.IGNORECASE)

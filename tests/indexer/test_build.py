@@ -77,6 +77,21 @@ def test_index_built_with_another_model_is_refused(mini_index, embedder):
         IndexVersion(IndexStore(mini_index).current_path(), OtherModel())
 
 
+def test_index_cut_by_an_older_tokenizer_is_refused_with_what_to_do(mini_index, embedder, tmp_path):
+    import shutil
+
+    from indexer.store import MANIFEST
+
+    copy = tmp_path / "index"
+    shutil.copytree(mini_index, copy)
+    manifest_path = IndexStore(copy).current_path() / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["tokenizer"]["version"] = "jx-tok-1"
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(IndexMismatchError, match=r"built with tokenizer 'jx-tok-1'.*jiangxin index --full"):
+        IndexVersion(IndexStore(copy).current_path(), embedder)
+
+
 def test_search_finds_the_paraphrased_target(mini_index, embedder):
     retriever = HybridRetriever(LiveIndex(mini_index, embedder).get())
     for mode in ("bm25", "dense", "hybrid"):
