@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from indexer.analysis import TRADE_SEPARATOR
-from indexer.ports import NO_FILTERS, ChunkRow, CraftsmanProfile, Filters, Hit, RecordTexts
+from indexer.ports import NO_FILTERS, ChunkLabel, ChunkRow, CraftsmanProfile, Filters, Hit, RecordTexts
 from indexer.records import KINDS, Craftsman, Record
 from indexer.segment import Segment
 from indexer.terms import BM25Params, FieldStats, TermDictionary, okapi_idf, plain_idf
@@ -360,8 +360,8 @@ class LocalChunks(_Lookup):
         rows = self.find("chunk", "chunks", "record_id, kind, title, role, text", chunk_ids)
         return {cid: ChunkRow(cid, *row) for cid, row in rows.items()}
 
-    def labels(self, chunk_ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
-        return self.find("chunk", "chunks", "record_id, kind, title", chunk_ids)
+    def labels(self, chunk_ids: Iterable[str]) -> dict[str, ChunkLabel]:
+        return {cid: ChunkLabel(*row) for cid, row in self.find("chunk", "chunks", "record_id, kind, title", chunk_ids).items()}
 
 
 class LocalRecords(_Lookup):

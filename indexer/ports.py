@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from indexer.chunking import Chunk as ChunkRow  # a stored chunk: what answers quote and cross-encoders read
 from indexer.records import Craftsman, Record
+
+
+class ChunkLabel(NamedTuple):
+    """What folding a chunk's hit into its record needs: the record, its kind and title (no text)."""
+
+    record_id: str
+    kind: str
+    title: str
 
 
 @dataclass(frozen=True)
@@ -96,9 +104,8 @@ class ChunkStore(Protocol):
         """The live chunks among ``chunk_ids`` (unknown or deleted ids are absent)."""
         ...
 
-    def labels(self, chunk_ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
-        """(record id, kind, title) of the live chunks among ``chunk_ids``: what folding hits into records needs,
-        without reading their text."""
+    def labels(self, chunk_ids: Iterable[str]) -> dict[str, ChunkLabel]:
+        """The labels of the live chunks among ``chunk_ids``, without reading their text."""
         ...
 
 

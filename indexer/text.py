@@ -90,10 +90,14 @@ class Tokenizer:
                 continue
             if not _CJK.search(piece):
                 continue
-            cut = self._segmenter.cut_for_search(piece, True)
+            cut = self.cut(piece)
             kept, dropped = self._kept, self._dropped
             tokens.extend(t for t in cut if t in kept or (t not in dropped and self._keep(t)))
         return tokens
+
+    def cut(self, chinese: str) -> list[str]:
+        """jieba's search-mode cut of a run of Chinese text (words, then their dictionary sub-words), unfiltered."""
+        return self._segmenter.cut_for_search(chinese, True)
 
     def _keep(self, token: str) -> bool:
         """Whether a cut token is a term (not space, a stop word or punctuation); remembered per token."""

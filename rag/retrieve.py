@@ -71,7 +71,7 @@ def fold(hits: list[Hit], kinds: dict[str, tuple[str, str]]) -> list[Candidate]:
 def describe(version: IndexVersion, hits: list[Hit]) -> dict[str, tuple[str, str]]:
     """(kind, title) of the records the hits name, from the chunk store (one lookup for all, no text read)."""
     labels = version.chunks.labels(h.chunk_id for h in hits)
-    return {record_id: (kind, title) for record_id, kind, title in labels.values()}
+    return {label.record_id: (label.kind, label.title) for label in labels.values()}
 
 
 def fuse(bm25: list[Candidate], dense: list[Candidate], params: FusionParams) -> list[Candidate]:
