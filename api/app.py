@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
@@ -106,11 +106,13 @@ def _csp_hash(source: str) -> str:
 
 
 def page_policy(html: str) -> str:
-    """A Content-Security-Policy allowing exactly this page's inline script, styles and style attributes (by hash).
+    """A Content-Security-Policy allowing exactly this page's inline script, styles and style attributes (by hash),
+    and scripts from its own origin if it loads one (the pages' shared ``common.js``).
 
     The pages call only their own origin; nothing else is loaded, and they may not be framed.
     """
-    scripts = " ".join(_csp_hash(s) for s in re.findall(r"<script>(.*?)</script>", html, flags=re.S)) or "'none'"
+    inline = " ".join(_csp_hash(s) for s in re.findall(r"<script>(.*?)</script>", html, flags=re.S))
+    scripts = " ".join(p for p in ("'self'" if re.search(r'<script src="/', html) else "", inline) if p) or "'none'"
     styles = " ".join(_csp_hash(s) for s in re.findall(r"<style>(.*?)</style>", html, flags=re.S))
     attributes = " ".join(_csp_hash(s) for s in sorted(set(re.findall(r'\sstyle="([^"]*)"', html))))
     style_src = " ".join(p for p in (styles, f"'unsafe-hashes' {attributes}" if attributes else "") if p) or "'none'"
@@ -127,6 +129,16 @@ def _page(name: str) -> tuple[str, str]:
 def page(name: str) -> HTMLResponse:
     html, policy = _page(name)
     return HTMLResponse(html, headers={"Content-Security-Policy": policy})
+
+
+@lru_cache(maxsize=None)
+def _common_script() -> str:
+    return (PAGES / "common.js").read_text(encoding="utf-8")
+
+
+def common_script() -> Response:
+    """The helpers every page shares (api/pages/common.js)."""
+    return Response(_common_script(), media_type="text/javascript; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
 
 def _without_server_detail(handler):
@@ -186,6 +198,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
         service.metrics.latency.labels(request.method, path).observe(time.perf_counter() - start)
         return response
+
+    @app.get("/pages/common.js", include_in_schema=False)
+    def pages_script() -> Response:
+        return common_script()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def ask_page() -> HTMLResponse:

@@ -111,15 +111,20 @@ def _sha256(source: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
 
 
-@pytest.mark.parametrize("path", ["/", "/queue"])
+@pytest.mark.parametrize("path", ["/", "/queue", "/programme", "/work", "/showcase", "/dashboard", "/import"])
 def test_pages_send_a_csp_that_allows_only_their_own_inline_script(server, path):
+    """Each page runs its own inline script (by hash) and the shared helpers from its own origin, nothing else."""
     with server.client() as c:
         r = c.get(path)
+        shared = c.get("/pages/common.js")
     assert r.status_code == 200
     assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
     policy = dict(part.strip().split(" ", 1) for part in r.headers["content-security-policy"].split(";"))
     scripts = re.findall(r"<script>(.*?)</script>", r.text, flags=re.S)
-    assert scripts and policy["script-src"] == " ".join(_sha256(s) for s in scripts)
+    assert scripts and policy["script-src"] == " ".join(["'self'"] + [_sha256(s) for s in scripts])
+    assert re.findall(r'<script src="([^"]+)"', r.text) == ["/pages/common.js"]
+    assert shared.status_code == 200 and shared.headers["content-type"].startswith("text/javascript")
+    assert "async function api(" in shared.text and not re.search(r"function (api|key|el)\(|const \$ =", "".join(scripts))
     assert "unsafe-inline" not in r.headers["content-security-policy"]
     assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'" and policy["connect-src"] == "'self'"
 
