@@ -103,7 +103,7 @@ def _safe_name(name: str | None) -> str:
 @router.post(UPLOAD_PATH, status_code=202, dependencies=[Depends(role("maintainer"))], response_model=ImportJobOut,
              responses={415: {"model": errors.ErrorResponse, "description": "Not a type we import (decided by content)"}},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                 "type": "object", "required": ["file", "kind"],
+                 "type": "object", "required": ["file"],
                  "properties": {"file": {"type": "string", "format": "binary"},
                                 "kind": {"type": "string", "enum": [*sorted(SHEET_KINDS), "knowledge"]},
                                 "map": {"type": "array", "items": {"type": "string", "pattern": "^$|=.+"}},
@@ -120,10 +120,12 @@ async def upload(request: Request, p: Annotated[Principal, Depends(principal)],
         upload_file = form.get("file")
         if not isinstance(upload_file, UploadFile):
             raise _invalid("file", "required: the spreadsheet as a multipart/form-data file part")
-        kind = form.get("kind")
-        kind = kind.strip() if isinstance(kind, str) and kind.strip() else None
-        if kind is not None and kind not in SHEET_KINDS and kind != "knowledge":
-            raise _invalid("kind", f"one of {', '.join(sorted(SHEET_KINDS))} for a sheet, or knowledge for a document")
+        kind = form.get("kind")  # absent: decided by the file (a document is knowledge); present: one of the kinds
+        if kind is not None:
+            kind = kind.strip() if isinstance(kind, str) else ""
+            if kind not in SHEET_KINDS and kind != "knowledge":
+                raise _invalid("kind", f"one of {', '.join(sorted(SHEET_KINDS))} for a sheet, or knowledge for a document "
+                                       "(omit it for a document)")
         overrides, dry_run, skip_invalid = _overrides(form), _flag(form, "dry_run"), _flag(form, "skip_invalid")
         filename = _safe_name(upload_file.filename)
         path = await run_in_threadpool(_store, upload_file)

@@ -148,6 +148,9 @@ def test_archives_that_are_not_workbooks_and_zip_bombs_are_refused(srv):
 def test_a_markdown_document_becomes_knowledge_records(srv):
     doc = "# 矿井防治水规定\n\n## 第三章 探放水\n\n探放水前应当编制探放水设计，钻孔超前距不得小于20米。\n".encode()
     r = upload(srv, doc, name="防治水规定.md", kind="")
+    assert r.status_code == 422 and "kind" in r.json()["error"]["message"], r.text  # blank is not a kind
+    with srv.client("maintainer") as c:  # no kind: a document is imported as knowledge
+        r = c.post("/v1/admin/imports", files={"file": ("防治水规定.md", doc, "text/markdown")})
     assert r.status_code == 202 and r.json()["kind"] == "knowledge" and r.json()["file_type"] == "markdown", r.text
     with srv.client("maintainer") as c:
         job = wait_for_job(c, r.headers["location"])
