@@ -815,14 +815,13 @@ enterprise key: {enterprise}   (principal demo-enterprise)""")
 
 def ranked_system():
     """The full ranking stage (fusion, then the ranker) as an eval system."""
-    from rag.rank import Ranker, RankerWeights
-    from rag.retrieve import DEFAULT_FUSION, complete_dense, fuse
+    from rag.rank import RankerWeights, rank_hybrid
+    from rag.retrieve import DEFAULT_FUSION
 
     weights = RankerWeights.load()
 
     def run(version, question, bm25, dense, vector):
-        fused = complete_dense(version, fuse(bm25, dense, DEFAULT_FUSION), vector)
-        return [s.candidate.record_id for s in Ranker(version, weights).rank(question, fused)]
+        return [s.candidate.record_id for s in rank_hybrid(version, question, bm25, dense, vector, weights, DEFAULT_FUSION)]
 
     return run
 

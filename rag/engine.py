@@ -34,9 +34,9 @@ from rag.db import QuestionRow, SubjectFlagsRow, sessions, utcnow
 from rag.timeline import record
 from rag.generate import Generator, GeneratorConfig
 from rag.escalate import Route, Ticket, TicketQueue, route
-from rag.rank import Ranker, RankerWeights, Scored
+from rag.rank import RankerWeights, Scored, rank_hybrid
 from rag.scope import ScopeModel, load_scope_model, scope_features
-from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever, complete_dense, fuse
+from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever
 
 log = logging.getLogger(__name__)
 MAX_QUESTION = 2000
@@ -214,9 +214,9 @@ class Engine:
         terms = version.tokenizer.tokenize(question) if terms is None else terms
         vector = version.embedder.embed_queries([question])[0] if vector is None else vector
         retriever = HybridRetriever(version, self.config.fusion)
-        fused = fuse(retriever.bm25(question, terms=terms, filters=filters),
-                     retriever.dense(question, vector=vector, filters=filters), self.config.fusion)
-        ranked = Ranker(version, self.ranker_weights).rank(question, complete_dense(version, fused, vector), terms=terms)
+        ranked = rank_hybrid(version, question, retriever.bm25(question, terms=terms, filters=filters),
+                             retriever.dense(question, vector=vector, filters=filters), vector, self.ranker_weights,
+                             self.config.fusion, terms)
         if self.config.cross_encoder:
             if self._reranker is None:
                 from rag.cross_encoder import CrossEncoderReranker

@@ -19,7 +19,7 @@ from indexer.ports import RecordTexts
 from indexer.records import StandardQuestion
 from indexer.text import normalise
 from indexer.version import IndexVersion
-from rag.retrieve import Candidate
+from rag.retrieve import Candidate, FusionParams, complete_dense, fuse
 
 MODELS = Path(__file__).resolve().parent / "models"
 FEATURES = ("rr_bm25", "rr_dense", "bm25_rel", "bm25_cover", "dense_cos", "agree", "sq_sim", "title_match",
@@ -167,6 +167,14 @@ class Ranker:
         scored.sort(key=lambda s: (-s.score, s.candidate.record_id))
         tail = [Scored(c, {}, float("-inf")) for c in candidates[depth:]]
         return scored + tail
+
+
+def rank_hybrid(version: IndexVersion, question: str, bm25: list[Candidate], dense: list[Candidate], vector: np.ndarray,
+                weights: RankerWeights, fusion: FusionParams, terms: list[str] | None = None) -> list[Scored]:
+    """The ranking stage: BM25's and dense retrieval's records fused, the fused ones dense retrieval missed given
+    their exact cosine (``complete_dense``), then ranked with the learned ``weights``."""
+    fused = complete_dense(version, fuse(bm25, dense, fusion), vector)
+    return Ranker(version, weights).rank(question, fused, terms=terms)
 
 
 def feature_matrix(rows: list[Scored]) -> np.ndarray:
