@@ -132,13 +132,9 @@ def page(name: str) -> HTMLResponse:
 
 
 @lru_cache(maxsize=None)
-def _common_script() -> str:
-    return (PAGES / "common.js").read_text(encoding="utf-8")
-
-
-def common_script() -> Response:
+def common_script() -> str:
     """The helpers every page shares (api/pages/common.js)."""
-    return Response(_common_script(), media_type="text/javascript; charset=utf-8", headers={"Cache-Control": "no-cache"})
+    return (PAGES / "common.js").read_text(encoding="utf-8")
 
 
 def _without_server_detail(handler):
@@ -201,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/pages/common.js", include_in_schema=False)
     def pages_script() -> Response:
-        return common_script()
+        return Response(common_script(), media_type="text/javascript; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def ask_page() -> HTMLResponse:
