@@ -14,7 +14,7 @@ from rag.escalate import Ticket, TicketQueue
 
 
 def question_view(result: dict[str, Any], question_id: str, asker: str, created_at: datetime, ticket: Ticket | None,
-         feedback: list[FeedbackRow]) -> dict[str, Any]:
+                  feedback: list[FeedbackRow]) -> dict[str, Any]:
     """A question as its asker reads it: the stored result, the ticket's state, any craftsman answer and feedback."""
     out = dict(result)
     out.update(id=question_id, asker=asker, created_at=created_at.isoformat() + "Z")
