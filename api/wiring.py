@@ -18,5 +18,6 @@ def make_engine(settings: Settings) -> Engine:
     generator = (GeneratorConfig(settings.generator_url, settings.generator_model, settings.generator_key, settings.generator_timeout)
                  if settings.generator_url else None)
     config = EngineConfig(settings.corpus_dir, settings.index_dir, settings.answer_threshold, generator=generator,
-                          cross_encoder=settings.cross_encoder, milvus=settings.milvus_spec())
+                          cross_encoder=settings.cross_encoder, milvus=settings.milvus_spec(),
+                          assess_concurrency=settings.assess_concurrency)
     return Engine(live, queue, config, EmbeddingCache(settings.cache_path))

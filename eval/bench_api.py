@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from api.security import KeyStore
 from eval.metrics import percentile
@@ -78,6 +79,12 @@ def load_question_sets(eval_dir: Path, shared_dir: Path) -> list[QuestionSet]:
                 questions.append(text)
         sets.append(QuestionSet(name, questions))
     return sets
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` and its live children (uvicorn's workers)."""
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
 
 class FreshQuestions:
@@ -201,6 +208,7 @@ def main() -> None:
                             chars.append(len(question))
 
             load_before = os.getloadavg()[0]
+            server_cpu_before, client_cpu_before = cpu_seconds(server.pid), time.process_time()
             started = time.monotonic()
             threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.concurrency)]
             for t in threads:
@@ -208,6 +216,7 @@ def main() -> None:
             for t in threads:
                 t.join()
             wall = time.monotonic() - started
+            server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu_before, time.process_time() - client_cpu_before
             load_after = os.getloadavg()[0]
         finally:
             server.terminate()
@@ -217,7 +226,11 @@ def main() -> None:
                "requests": len(latencies), "requests_per_second": round(len(latencies) / wall, 2),
                "latency_ms": {q: round(percentile(latencies, q), 1) for q in (50, 95, 99)}, "outcomes": dict(statuses),
                "distinct_questions": len(sent), "question_chars_mean": round(sum(chars) / max(len(chars), 1), 1),
-               "load_average_1m": [round(load_before, 2), round(load_after, 2)]}  # before: other work; after: this run too
+               "load_average_1m": [round(load_before, 2), round(load_after, 2)],  # before: other work; after: this run too
+               # CPU time per request (user + system, all threads): the server with its workers, and this client
+               "cpu_ms_per_request": {"server": round(server_cpu * 1000 / max(len(latencies), 1), 1),
+                                      "client": round(client_cpu * 1000 / max(len(latencies), 1), 1)},
+               "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset (OpenMP default: all cores)")}
     if pool:
         figures["pool"] = {"available": sum(pool.available.values()), "joined_pairs_sent": pool.joined,
                            "exhausted": pool.exhausted}

@@ -13,6 +13,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -353,15 +354,49 @@ class _Lookup:
         return found
 
 
+class Recent:
+    """A bounded map of the most recently used entries, safe across threads (a version's hot payloads)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        with self._lock:
+            found = {k: self._entries[k] for k in keys if k in self._entries}
+            for k in found:
+                self._entries.move_to_end(k)
+        return found
+
+    def put_many(self, entries: dict[str, Any]) -> None:
+        with self._lock:
+            self._entries.update(entries)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 class LocalChunks(_Lookup):
-    """``ChunkStore`` over the segments' payload tables."""
+    """``ChunkStore`` over the segments' payload tables; the labels of recent hits are remembered (the same
+    records come back question after question, and folding hits into records reads a label per hit)."""
+
+    def __init__(self, parts: LocalParts, cache_size: int = 100_000) -> None:
+        super().__init__(parts)
+        self._labels = Recent(cache_size)
 
     def get_many(self, chunk_ids: Iterable[str]) -> dict[str, ChunkRow]:
         rows = self.find("chunk", "chunks", "record_id, kind, title, role, text", chunk_ids)
         return {cid: ChunkRow(cid, *row) for cid, row in rows.items()}
 
     def labels(self, chunk_ids: Iterable[str]) -> dict[str, ChunkLabel]:
-        return {cid: ChunkLabel(*row) for cid, row in self.find("chunk", "chunks", "record_id, kind, title", chunk_ids).items()}
+        ids = list(dict.fromkeys(chunk_ids))
+        out = self._labels.get_many(ids)
+        if len(out) < len(ids):
+            found = {cid: ChunkLabel(*row) for cid, row in
+                     self.find("chunk", "chunks", "record_id, kind, title", [c for c in ids if c not in out]).items()}
+            self._labels.put_many(found)
+            out.update(found)
+        return out
 
 
 class LocalRecords(_Lookup):
@@ -369,29 +404,17 @@ class LocalRecords(_Lookup):
 
     def __init__(self, parts: LocalParts, cache_size: int = 20_000) -> None:
         super().__init__(parts)
-        self._cache: OrderedDict[str, Record] = OrderedDict()
-        self._texts: OrderedDict[str, RecordTexts] = OrderedDict()
-        self._lock = threading.Lock()
-        self.cache_size = cache_size
+        self._records = Recent(cache_size)
+        self._texts = Recent(cache_size)
 
     def get_many(self, record_ids: Iterable[str]) -> dict[str, Record]:
         ids = list(dict.fromkeys(record_ids))
-        out: dict[str, Record] = {}
-        with self._lock:
-            for rid in ids:
-                if rid in self._cache:
-                    out[rid] = self._cache[rid]
-                    self._cache.move_to_end(rid)
-        missing = [rid for rid in ids if rid not in out]
-        if missing:
-            for rid, (kind, data) in self.find("record", "records", "kind, json", missing).items():
-                out[rid] = KINDS[kind].model_validate(json.loads(data))
-            with self._lock:
-                for rid in missing:
-                    if rid in out:
-                        self._cache[rid] = out[rid]
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+        out = self._records.get_many(ids)
+        if len(out) < len(ids):
+            found = {rid: KINDS[kind].model_validate(json.loads(data)) for rid, (kind, data) in
+                     self.find("record", "records", "kind, json", [r for r in ids if r not in out]).items()}
+            self._records.put_many(found)
+            out.update(found)
         return {rid: out[rid] for rid in ids if rid in out}
 
     def get(self, record_id: str) -> Record | None:
@@ -408,16 +431,12 @@ class LocalRecords(_Lookup):
 
     def texts(self, record_ids: Iterable[str]) -> dict[str, RecordTexts]:
         ids = list(dict.fromkeys(record_ids))
-        with self._lock:
-            out = {rid: self._texts[rid] for rid in ids if rid in self._texts}
-        missing = [rid for rid in ids if rid not in out]
-        if missing:
-            found = {rid: RecordTexts(*row) for rid, row in self.find("record", "records", "head, full", missing).items()}
+        out = self._texts.get_many(ids)
+        if len(out) < len(ids):
+            found = {rid: RecordTexts(*row) for rid, row in
+                     self.find("record", "records", "head, full", [r for r in ids if r not in out]).items()}
+            self._texts.put_many(found)
             out.update(found)
-            with self._lock:
-                self._texts.update(found)
-                while len(self._texts) > self.cache_size:
-                    self._texts.popitem(last=False)
         return out
 
     def count(self) -> int:

@@ -10,6 +10,7 @@ Craftsman answers, once published, become standard questions and are indexed inc
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from indexer.build import BuildReport, apply_changes
 from indexer.embedders import EmbeddingCache
@@ -33,7 +34,7 @@ from rag.confidence import Calibrator, confidence_features, load_calibrator
 from rag.db import QuestionRow, SubjectFlagsRow, sessions, utcnow
 from rag.timeline import record
 from rag.generate import Generator, GeneratorConfig
-from rag.escalate import Route, Ticket, TicketQueue, route
+from rag.escalate import Route, Ticket, TicketQueue, candidates, route
 from rag.rank import RankerWeights, Scored, rank_hybrid
 from rag.scope import ScopeModel, load_scope_model, scope_features
 from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever
@@ -152,6 +153,7 @@ class EngineConfig:
     cross_encoder: str | None = None
     merge_after: int = 8  # delta segments at which a publish starts a background merge
     milvus: MilvusSpec | None = None  # where a full re-index puts its search rows (None: the local files)
+    assess_concurrency: int = 0  # questions retrieved and ranked at once, the others wait their turn (0: one per core)
 
 
 class Engine:
@@ -171,6 +173,9 @@ class Engine:
         self._merge_lock = threading.Lock()
         self._merging: threading.Thread | None = None
         self.session = sessions(queue.engine)
+        # More questions assessed at once than there are cores only time-slice them: each takes longer, the slowest
+        # (long questions) the most, for no more answered per second.
+        self._assessing = threading.BoundedSemaphore(config.assess_concurrency or os.cpu_count() or 1)
 
     @property
     def calibrator(self) -> Calibrator:
@@ -264,7 +269,8 @@ class Engine:
             reveal: bool = False) -> AskResult:
         """Answer ``question`` or escalate it; either way the outcome is recorded durably first. A confidential
         question's ticket is never published and never offered in the open pool of a trade."""
-        result = self.assess(question, filters)
+        with self._assessing:  # first come, first served beyond the cores (Condition wakes waiters in order)
+            result = self.assess(question, filters)
         result.id = "Q" + secrets.token_hex(6)
         result.created_at = utcnow()
         with self.queue.transaction() as session:  # the ticket joins it: question and ticket commit together or not at all
@@ -272,10 +278,10 @@ class Engine:
                 session.add(SubjectFlagsRow(subject=f"question:{result.id}", confidential=confidential, reveal=reveal))
             if result.status == "escalated":
                 result.ticket = self._escalate(result.version or self.live.get(), result, asker, confidential, reveal)
-            session.add(QuestionRow(id=result.id, asker=asker, question=result.question, status=result.status,
-                                    confidence=result.confidence, result=result.to_dict(),
-                                    ticket_id=result.ticket.id if result.ticket else None,
-                                    index_version=result.index_version, created_at=result.created_at))
+            session.execute(insert(QuestionRow).values(  # one statement: every ask writes one (the ORM costs more)
+                id=result.id, asker=asker, question=result.question, status=result.status, confidence=result.confidence,
+                result=result.to_dict(), ticket_id=result.ticket.id if result.ticket else None,
+                index_version=result.index_version, created_at=result.created_at))
             record(session, f"question:{result.id}", asker, "created", asker,
                    {"status": result.status, "ticket": result.ticket.id if result.ticket else None})
         return result
@@ -352,7 +358,10 @@ class Engine:
         best = max(weight.values(), default=0.0)
         trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best][:3]
         vector = version.embedder.embed_queries([question])[0] if vector is None else vector
-        return trades, route(question, vector, trades, version.directory.craftsmen(), self.queue.open_load())
+        everyone = version.directory.craftsmen()
+        pool = candidates(trades, everyone)  # the load of those a route may name, not of everyone
+        load = self.queue.open_load(None if pool is everyone else [p.record.id for p in pool])
+        return trades, route(question, vector, trades, pool, load)
 
     def reject(self, ticket_id: str, reason: str) -> Ticket:
         """Close a ticket instead of publishing it (refused while publishing); whatever a failed or killed publish

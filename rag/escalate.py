@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -87,6 +87,11 @@ class RoutingWeights:
     top: int = 3
 
 
+def candidates(trades: list[str], craftsmen: list[CraftsmanProfile]) -> list[CraftsmanProfile]:
+    """Whom a question of ``trades`` may be routed to: the craftsmen of those trades, everyone if none fits."""
+    return [p for p in craftsmen if set(p.record.trades) & set(trades)] or craftsmen
+
+
 def route(question: str, question_vector: np.ndarray, trades: list[str], craftsmen: list[CraftsmanProfile],
           open_load: dict[str, int], weights: RoutingWeights = RoutingWeights()) -> list[Route]:
     """The craftsmen best placed to answer: those of the question's trades (everyone if none fits), by
@@ -94,8 +99,7 @@ def route(question: str, question_vector: np.ndarray, trades: list[str], craftsm
     a craftsman of the main trade gets the whole trade bonus, one of a secondary trade half of it."""
     text = normalise(question)
     scored = []
-    experts = [p for p in craftsmen if set(p.record.trades) & set(trades)]
-    for profile in experts or craftsmen:
+    for profile in candidates(trades, craftsmen):
         record = profile.record
         similarity = float(np.dot(question_vector, profile.vector))
         shares_trade = 1.0 if trades and trades[0] in record.trades else 0.5 * any(t in trades for t in record.trades)
@@ -248,14 +252,17 @@ class TicketQueue:
             flags = self._flags(session, [r.id for r in rows])
             return [self._ticket(session, r, routes.get(r.id, []), flags.get(r.id)) for r in rows]
 
-    def open_load(self) -> dict[str, int]:
-        """Open or claimed tickets per routed craftsman, for balancing new routes, counting at most
-        ``load_cap_per_asker`` tickets from any one asker: one tenant's flood adds at most the cap to a
-        craftsman's load, so it cannot push other tenants' questions away from the best-placed craftsmen."""
+    def open_load(self, craftsmen: Collection[str] | None = None) -> dict[str, int]:
+        """Open or claimed tickets per routed craftsman (of ``craftsmen`` only, when given: the ones a question may
+        be routed to), for balancing new routes, counting at most ``load_cap_per_asker`` tickets from any one asker:
+        one tenant's flood adds at most the cap to a craftsman's load, so it cannot push other tenants' questions
+        away from the best-placed craftsmen."""
         per_asker = (select(RouteRow.craftsman_id, TicketRow.asker, func.count().label("n"))
                      .join(TicketRow, TicketRow.id == RouteRow.ticket_id)
-                     .where(TicketRow.status.in_(("open", "claimed")))
-                     .group_by(RouteRow.craftsman_id, TicketRow.asker).subquery())
+                     .where(TicketRow.status.in_(("open", "claimed"))))
+        if craftsmen is not None:
+            per_asker = per_asker.where(RouteRow.craftsman_id.in_(list(craftsmen)))
+        per_asker = per_asker.group_by(RouteRow.craftsman_id, TicketRow.asker).subquery()
         capped = case((per_asker.c.n > self.load_cap_per_asker, self.load_cap_per_asker), else_=per_asker.c.n)
         with self.session.begin() as session:
             rows = session.execute(select(per_asker.c.craftsman_id, func.sum(capped)).group_by(per_asker.c.craftsman_id)).all()

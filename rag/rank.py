@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,14 @@ def bigrams(text: str) -> set[str]:
     return {text[i:i + 2] for i in range(len(text) - 1)} or ({text} if text else set())
 
 
-def dice(a: set[str], b: set[str]) -> float:
+@lru_cache(maxsize=65_536)
+def stored_bigrams(text: str) -> frozenset[str]:
+    """``bigrams`` of a stored text (a standard question or alias), remembered: the same few thousand standard
+    questions come back as candidates question after question."""
+    return frozenset(bigrams(text))
+
+
+def dice(a: AbstractSet[str], b: AbstractSet[str]) -> float:
     return 2 * len(a & b) / (len(a) + len(b)) if a and b else 0.0
 
 
@@ -53,12 +62,19 @@ def load_contrasts(path: Path | None = None) -> list[tuple[str, ...]]:
 CONTRASTS = load_contrasts()
 
 
-def conflict(question: str, head: str, groups: list[tuple[str, ...]] = CONTRASTS) -> float:
-    """1 when the question names a key object and the record's head names only another of the same group."""
-    for group in groups:
-        asked = {t for t in group if t in question}
+def asked_objects(question: str, groups: list[tuple[str, ...]] = CONTRASTS) -> list[tuple[tuple[str, ...], set[str]]]:
+    """The contrast groups ``question`` names, each with the key objects it names (once per question)."""
+    named = [(group, {t for t in group if t in question}) for group in groups]
+    return [(group, asked) for group, asked in named if asked]
+
+
+def conflict(question: str, head: str, groups: list[tuple[str, ...]] = CONTRASTS,
+             asked: list[tuple[tuple[str, ...], set[str]]] | None = None) -> float:
+    """1 when the question names a key object and the record's head names only another of the same group
+    (``asked``: ``asked_objects(question, groups)`` when already found)."""
+    for group, objects in asked_objects(question, groups) if asked is None else asked:
         named = {t for t in group if t in head}
-        if asked and named and not asked & named:
+        if named and not objects & named:
             return 1.0
     return 0.0
 
@@ -101,15 +117,16 @@ class QueryContext:
     codes: set[str]
     grams: set[str]
     normalised: str
+    asked: list[tuple[tuple[str, ...], set[str]]]  # contrast groups the question names (``asked_objects``)
 
 
-def sq_grams(version: IndexVersion, candidates: list[Candidate]) -> dict[str, tuple[set[str], ...]]:
+def sq_grams(version: IndexVersion, candidates: list[Candidate]) -> dict[str, tuple[frozenset[str], ...]]:
     """Bigram sets of each standard question among ``candidates`` (its question and aliases)."""
     ids = [c.record_id for c in candidates if c.kind == "standard_question"]
     out = {}
     for rid, record in version.records.get_many(ids).items():
         if isinstance(record, StandardQuestion):
-            out[rid] = tuple(bigrams(q) for q in [record.question, *record.aliases])
+            out[rid] = tuple(stored_bigrams(q) for q in [record.question, *record.aliases])
     return out
 
 
@@ -123,11 +140,12 @@ class Ranker:
     def context(self, question: str, terms: list[str] | None = None) -> QueryContext:
         terms = list(dict.fromkeys(self.version.tokenizer.tokenize(question) if terms is None else terms))
         weights = {t: self.version.terms.idf(t) for t in terms}
-        codes = {c.lower() for c in _CODE.findall(normalise(question)) if _DIGIT.search(c) and len(c) >= 3}
-        return QueryContext(question, terms, weights, codes, bigrams(question), normalise(question))
+        normalised = normalise(question)
+        codes = {c.lower() for c in _CODE.findall(normalised) if _DIGIT.search(c) and len(c) >= 3}
+        return QueryContext(question, terms, weights, codes, bigrams(question), normalised, asked_objects(normalised))
 
     def features(self, ctx: QueryContext, cand: Candidate, texts: RecordTexts | None,
-                 question_grams: tuple[set[str], ...] = ()) -> tuple[dict[str, float], float]:
+                 question_grams: tuple[frozenset[str], ...] = ()) -> tuple[dict[str, float], float]:
         """The features of one candidate; ``texts`` and ``question_grams`` come from the record store."""
         head, full = (texts.head, texts.full) if texts else (normalise(cand.title), normalise(cand.title))
         sq_sim = max((dice(ctx.grams, grams) for grams in question_grams), default=0.0)
@@ -145,7 +163,7 @@ class Ranker:
             "sq_sim": sq_sim,
             "title_match": matched / total,
             "code_match": (sum(1 for c in ctx.codes if c in full) / len(ctx.codes)) if ctx.codes else 0.0,
-            "conflict": conflict(question, head),
+            "conflict": conflict(question, head, asked=ctx.asked),
             "is_sq": 1.0 if cand.kind == "standard_question" else 0.0,
             "is_course": 1.0 if cand.kind == "course" else 0.0,
             "is_craftsman": 1.0 if cand.kind == "craftsman" else 0.0,

@@ -13,7 +13,7 @@ equal weights) is the common baseline the reports compare against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -76,13 +76,15 @@ def describe(version: IndexVersion, hits: list[Hit]) -> dict[str, tuple[str, str
 
 def fuse(bm25: list[Candidate], dense: list[Candidate], params: FusionParams) -> list[Candidate]:
     """Weighted reciprocal-rank fusion of two record lists (ties broken by record id)."""
-    merged: dict[str, Candidate] = {}
+    merged: dict[str, Candidate] = {}  # new candidates (built directly: dataclasses.replace costs 3 µs a call)
     for rank, cand in enumerate(bm25, start=1):
-        merged[cand.record_id] = replace(cand, score=0.0, bm25_score=cand.score, bm25_rank=rank, chunk_ids=list(cand.chunk_ids))
+        merged[cand.record_id] = Candidate(cand.record_id, cand.kind, cand.title, 0.0, cand.score, rank, cand.dense_score,
+                                           cand.dense_rank, list(cand.chunk_ids))
     for rank, cand in enumerate(dense, start=1):
         entry = merged.get(cand.record_id)
         if entry is None:
-            entry = merged[cand.record_id] = replace(cand, score=0.0, chunk_ids=[])
+            entry = merged[cand.record_id] = Candidate(cand.record_id, cand.kind, cand.title, 0.0, cand.bm25_score,
+                                                       cand.bm25_rank, chunk_ids=[])
         entry.dense_score, entry.dense_rank = cand.score, rank
         entry.chunk_ids.extend(c for c in cand.chunk_ids if c not in entry.chunk_ids)
     for entry in merged.values():

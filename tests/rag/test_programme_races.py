@@ -119,7 +119,7 @@ def test_racing_deliverers_post_each_event_once(db):
         owner = uid("ent")
         Webhooks(db).register(owner, f"http://127.0.0.1:{server.server_address[1]}/hook")
         with sessions(db).begin() as session:
-            ids = [record(session, f"ticket:T{i}", owner, "created", owner).id for i in range(12)]
+            ids = [record(session, f"ticket:T{i}", owner, "created", owner) for i in range(12)]
         Counter.hits.clear()
         deliverers = [Deliverer(db, allow_private=True) for _ in range(4)]  # the receiver is on loopback
         race(*(d.run_once for d in deliverers))
