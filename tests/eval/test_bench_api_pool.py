@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.bench_api import FreshQuestions, QuestionSet, load_question_sets, memo_key
+from eval.bench_api import OPENINGS, FreshQuestions, QuestionSet, load_question_sets, memo_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def test_fresh_pool_draws_every_set_in_turn_without_repeats(sets):
 
 
 def test_fresh_pool_never_repeats_past_the_real_questions_from_threads(sets):
-    # Five questions a set, so most draws are joins; four threads draw at once as the benchmark's clients do.
+    # Five questions a set, so most draws are variants; four threads draw at once as the benchmark's clients do.
     pool = FreshQuestions([QuestionSet(s.name, s.questions[:5]) for s in sets])
     barrier = threading.Barrier(4)
     drawn: list[list[tuple[str, str]]] = [[] for _ in range(4)]
@@ -49,8 +49,8 @@ def test_fresh_pool_never_repeats_past_the_real_questions_from_threads(sets):
     for t in threads:
         t.join()
     texts = [text for part in drawn for _, text in part]
-    assert pool.exhausted and pool.joined > 0
-    assert len(texts) == sum(pool.available.values()) + pool.joined
+    assert pool.exhausted and pool.variants > 0
+    assert len(texts) == sum(pool.available.values()) + pool.variants
     assert len({memo_key(text) for text in texts}) == len(texts)
     originals = {q for s in sets for q in s.questions[:5]}
-    assert all(text in originals or any(text.endswith("，" + q) for q in originals) for text in texts)
+    assert all(text in originals or any(text == o + q for o in OPENINGS for q in originals) for text in texts)
