@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, case, func, literal, or_, select, text, update
+from sqlalchemy import Engine, and_, case, func, insert, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
@@ -209,16 +209,20 @@ class TicketQueue:
                 retry_after = max(1, math.ceil((oldest + DAY - now).total_seconds()))
                 raise QuotaExceeded(f"{asker} has opened {opened} tickets in the last 24 hours, the daily quota; "
                                     f"the next can be opened in {retry_after} s", retry_after)
-        row = TicketRow(id="T" + secrets.token_hex(6), question=question, question_key=key, asker=asker, status="open",
-                        confidence=confidence, context=context, trades=trades, created_at=now, updated_at=now)
-        session.add(row)
-        session.flush()
-        session.add_all(TicketTradeRow(ticket_id=row.id, trade=t) for t in dict.fromkeys(trades) if t)
-        session.add_all(RouteRow(ticket_id=row.id, craftsman_id=r.craftsman_id, name=r.name, rank=rank, score=r.score)
-                        for rank, r in enumerate(routes, start=1))
+        values = {"id": "T" + secrets.token_hex(6), "question": question, "question_key": key, "asker": asker,
+                  "status": "open", "confidence": confidence, "context": context, "trades": trades, "created_at": now,
+                  "updated_at": now}
+        # plain INSERT statements (an escalated ask writes these; the ORM's unit of work costs more), the ticket first
+        session.execute(insert(TicketRow).values(**values))
+        row = TicketRow(**values)  # not added: what ``_ticket`` reads
+        trade_rows = [{"ticket_id": row.id, "trade": t} for t in dict.fromkeys(trades) if t]
+        if trade_rows:
+            session.execute(insert(TicketTradeRow), trade_rows)
+        if routes:
+            session.execute(insert(RouteRow), [{"ticket_id": row.id, "craftsman_id": r.craftsman_id, "name": r.name,
+                                                "rank": rank, "score": r.score} for rank, r in enumerate(routes, start=1)])
         if confidential or reveal:
-            session.add(SubjectFlagsRow(subject=f"ticket:{row.id}", confidential=confidential, reveal=reveal))
-        session.flush()
+            session.execute(insert(SubjectFlagsRow).values(subject=f"ticket:{row.id}", confidential=confidential, reveal=reveal))
         record(session, f"ticket:{row.id}", asker, "created", asker, {"trades": list(trades)})
         if routes:
             record(session, f"ticket:{row.id}", asker, "routed", "jiangxin", {"craftsmen": [r.craftsman_id for r in routes]})
