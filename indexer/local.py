@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -375,6 +375,16 @@ class Recent:
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
 
+    def get_or_load(self, keys: Iterable[str], load: Callable[[list[str]], dict[str, Any]]) -> dict[str, Any]:
+        """The entries of ``keys`` (each once), the missing ones from ``load`` (and remembered); absent keys omitted."""
+        keys = list(dict.fromkeys(keys))
+        out = self.get_many(keys)
+        if len(out) < len(keys):
+            found = load([k for k in keys if k not in out])
+            self.put_many(found)
+            out.update(found)
+        return out
+
 
 class LocalChunks(_Lookup):
     """``ChunkStore`` over the segments' payload tables; the labels of recent hits are remembered (the same
@@ -389,14 +399,8 @@ class LocalChunks(_Lookup):
         return {cid: ChunkRow(cid, *row) for cid, row in rows.items()}
 
     def labels(self, chunk_ids: Iterable[str]) -> dict[str, ChunkLabel]:
-        ids = list(dict.fromkeys(chunk_ids))
-        out = self._labels.get_many(ids)
-        if len(out) < len(ids):
-            found = {cid: ChunkLabel(*row) for cid, row in
-                     self.find("chunk", "chunks", "record_id, kind, title", [c for c in ids if c not in out]).items()}
-            self._labels.put_many(found)
-            out.update(found)
-        return out
+        return self._labels.get_or_load(chunk_ids, lambda missing: {
+            cid: ChunkLabel(*row) for cid, row in self.find("chunk", "chunks", "record_id, kind, title", missing).items()})
 
 
 class LocalRecords(_Lookup):
@@ -409,13 +413,10 @@ class LocalRecords(_Lookup):
 
     def get_many(self, record_ids: Iterable[str]) -> dict[str, Record]:
         ids = list(dict.fromkeys(record_ids))
-        out = self._records.get_many(ids)
-        if len(out) < len(ids):
-            found = {rid: KINDS[kind].model_validate(json.loads(data)) for rid, (kind, data) in
-                     self.find("record", "records", "kind, json", [r for r in ids if r not in out]).items()}
-            self._records.put_many(found)
-            out.update(found)
-        return {rid: out[rid] for rid in ids if rid in out}
+        out = self._records.get_or_load(ids, lambda missing: {
+            rid: KINDS[kind].model_validate(json.loads(data))
+            for rid, (kind, data) in self.find("record", "records", "kind, json", missing).items()})
+        return {rid: out[rid] for rid in ids if rid in out}  # in the order asked
 
     def get(self, record_id: str) -> Record | None:
         return self.get_many([record_id]).get(record_id)
@@ -430,14 +431,8 @@ class LocalRecords(_Lookup):
         return isinstance(record_id, str) and bool(self.find("record", "records", "kind", [record_id]))
 
     def texts(self, record_ids: Iterable[str]) -> dict[str, RecordTexts]:
-        ids = list(dict.fromkeys(record_ids))
-        out = self._texts.get_many(ids)
-        if len(out) < len(ids):
-            found = {rid: RecordTexts(*row) for rid, row in
-                     self.find("record", "records", "head, full", [r for r in ids if r not in out]).items()}
-            self._texts.put_many(found)
-            out.update(found)
-        return out
+        return self._texts.get_or_load(record_ids, lambda missing: {
+            rid: RecordTexts(*row) for rid, row in self.find("record", "records", "head, full", missing).items()})
 
     def count(self) -> int:
         return self.parts.stats["records"].docs
