@@ -48,7 +48,7 @@ def record(session: Session, subject: str, owner: str, event: str, actor: str, d
     costs more)."""
     at = utcnow()
     event_id = session.execute(insert(EventRow).values(subject=subject, owner=owner, event=event, actor=actor,
-                                                       detail=detail or {}, at=at).returning(EventRow.id)).scalar_one()
+                                                       detail=detail or {}, at=at)).inserted_primary_key[0]
     hook = _webhook(session, owner)
     if hook is not None:
         session.add(DeliveryRow(event_id=event_id, owner=owner, url=hook.url, state="pending", attempts=0, next_at=at))
