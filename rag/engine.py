@@ -358,10 +358,8 @@ class Engine:
         best = max(weight.values(), default=0.0)
         trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best][:3]
         vector = version.embedder.embed_queries([question])[0] if vector is None else vector
-        everyone = version.directory.craftsmen()
-        pool = candidates(trades, everyone)  # the load of those a route may name, not of everyone
-        load = self.queue.open_load(None if pool is everyone else [p.record.id for p in pool])
-        return trades, route(question, vector, trades, pool, load)
+        pool = candidates(trades, version.directory.craftsmen())  # only the load of those a route may name is read
+        return trades, route(question, vector, trades, pool, self.queue.open_load([p.record.id for p in pool]))
 
     def reject(self, ticket_id: str, reason: str) -> Ticket:
         """Close a ticket instead of publishing it (refused while publishing); whatever a failed or killed publish

@@ -68,11 +68,10 @@ def asked_objects(question: str, groups: list[tuple[str, ...]] = CONTRASTS) -> l
     return [(group, asked) for group, asked in named if asked]
 
 
-def conflict(question: str, head: str, groups: list[tuple[str, ...]] = CONTRASTS,
-             asked: list[tuple[tuple[str, ...], set[str]]] | None = None) -> float:
+def conflict(asked: list[tuple[tuple[str, ...], set[str]]], head: str) -> float:
     """1 when the question names a key object and the record's head names only another of the same group
-    (``asked``: ``asked_objects(question, groups)`` when already found)."""
-    for group, objects in asked_objects(question, groups) if asked is None else asked:
+    (``asked``: the question's ``asked_objects``, found once per question)."""
+    for group, objects in asked:
         named = {t for t in group if t in head}
         if named and not objects & named:
             return 1.0
@@ -116,7 +115,6 @@ class QueryContext:
     term_weight: dict[str, float]
     codes: set[str]
     grams: set[str]
-    normalised: str
     asked: list[tuple[tuple[str, ...], set[str]]]  # contrast groups the question names (``asked_objects``)
 
 
@@ -142,14 +140,13 @@ class Ranker:
         weights = {t: self.version.terms.idf(t) for t in terms}
         normalised = normalise(question)
         codes = {c.lower() for c in _CODE.findall(normalised) if _DIGIT.search(c) and len(c) >= 3}
-        return QueryContext(question, terms, weights, codes, bigrams(question), normalised, asked_objects(normalised))
+        return QueryContext(question, terms, weights, codes, bigrams(question), asked_objects(normalised))
 
     def features(self, ctx: QueryContext, cand: Candidate, texts: RecordTexts | None,
                  question_grams: tuple[frozenset[str], ...] = ()) -> tuple[dict[str, float], float]:
         """The features of one candidate; ``texts`` and ``question_grams`` come from the record store."""
         head, full = (texts.head, texts.full) if texts else (normalise(cand.title), normalise(cand.title))
         sq_sim = max((dice(ctx.grams, grams) for grams in question_grams), default=0.0)
-        question = ctx.normalised
         matched = sum(w for t, w in ctx.term_weight.items() if t in head)
         covered = sum(w for t, w in ctx.term_weight.items() if t in full)
         total = sum(ctx.term_weight.values()) or 1.0
@@ -163,7 +160,7 @@ class Ranker:
             "sq_sim": sq_sim,
             "title_match": matched / total,
             "code_match": (sum(1 for c in ctx.codes if c in full) / len(ctx.codes)) if ctx.codes else 0.0,
-            "conflict": conflict(question, head, asked=ctx.asked),
+            "conflict": conflict(ctx.asked, head),
             "is_sq": 1.0 if cand.kind == "standard_question" else 0.0,
             "is_course": 1.0 if cand.kind == "course" else 0.0,
             "is_craftsman": 1.0 if cand.kind == "craftsman" else 0.0,
