@@ -315,7 +315,10 @@ def connect(url: str) -> Engine:
     """An engine for ``url`` with the schema created; SQLite gets WAL and full fsync on commit."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    sqlite = url.startswith("sqlite")
+    # A ping before each checkout finds a server connection that dropped; a SQLite file's connection cannot drop,
+    # and the ping was one more statement on every transaction of every request.
+    engine = create_engine(url, pool_pre_ping=not sqlite, connect_args={"timeout": 30} if sqlite else {})
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
