@@ -37,6 +37,8 @@ class LocalParts:
                      for f in ("chunks", "records")}
         self.idf = {f: okapi_idf(dictionary.df[f], stats[f].docs, params.epsilon) for f in ("chunks", "records")}
         self.norm = {f: [self._norm(s.fields[f].length, stats[f].avgdl) for s in segments] for f in ("chunks", "records")}
+        # each segment's smallest normalisation, in the bound of a term's weight (a pass over the segment per question before)
+        self.least = {f: [float(norm.min()) if len(norm) else 0.0 for norm in self.norm[f]] for f in ("chunks", "records")}
         self._hidden: dict[tuple, np.ndarray] = {}
         self._hidden_lock = threading.Lock()
 
@@ -154,7 +156,7 @@ class LocalSparse:
             if tid >= 0:
                 counts[tid] = counts.get(tid, 0) + 1
         entries = []
-        least = float(norm.min()) if n else 0.0
+        least = parts.least[field][segment]
         for tid, times in counts.items():
             found = postings.postings(tid)
             if found is not None:
