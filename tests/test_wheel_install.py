@@ -25,7 +25,7 @@ from tests.api.conftest import free_port, wait_until_serving
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.install
-SOURCES = ("pyproject.toml", "README.md", "indexer", "rag", "api", "eval")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "indexer", "rag", "api", "eval")
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:
@@ -42,7 +42,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     source.mkdir()
     for name in SOURCES:  # a copy, so the build's build/ and egg-info never touch the shared tree
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "reports"))
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "reports", "*.so"))
         else:
             shutil.copy2(ROOT / name, source / name)
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", source, "-w", root / "dist", cwd=root)
@@ -51,7 +51,8 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     shipped = {f"rag/models/{p.name}" for p in (source / "rag" / "models").iterdir()} | \
               {f"api/pages/{p.name}" for p in (source / "api" / "pages").iterdir()}
     assert shipped - names == set(), "the wheel lacks package data"
-    modules = {p.relative_to(source).as_posix() for name in SOURCES[2:] for p in (source / name).rglob("*.py")
+    assert any(n.startswith("indexer/_e5query") and n.endswith(".so") for n in names), "the wheel lacks the query engine"
+    modules = {p.relative_to(source).as_posix() for name in SOURCES[3:] for p in (source / name).rglob("*.py")
                if (p.parent / "__init__.py").exists()}
     assert modules - names == set(), "the wheel lacks modules"
 
