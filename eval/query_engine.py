@@ -43,9 +43,9 @@ def main() -> None:
     if engines["rebuilt"].query_engine != "rebuilt":
         raise SystemExit("the rebuilt engine is not built here (pip install -e . builds it; see setup.py)")
     texts = [clean_text(query_head(q)) for q in questions(args.count)]
-    models = {name: e._queries for name, e in engines.items()}
+    models = {name: e.queries_engine().model for name, e in engines.items()}
     for name, engine in engines.items():
-        engine._set_threads(1)  # this thread, as a server thread runs it
+        engine.queries_engine().set_threads(1)  # this thread, as a server thread runs it
         models[name].query("预热")
     tokens = [engines["packaged"]._model.token_count(t, True) for t in texts]
     ms: dict[str, list[float]] = {name: [] for name in engines}

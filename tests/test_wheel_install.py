@@ -49,7 +49,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     wheel = next((root / "dist").glob("jiangxin-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"rag/models/{p.name}" for p in (source / "rag" / "models").iterdir()} | \
-              {f"api/pages/{p.name}" for p in (source / "api" / "pages").iterdir()}
+              {f"api/pages/{p.name}" for p in (source / "api" / "pages").iterdir()} | {"indexer/native/LICENSE"}
     assert shipped - names == set(), "the wheel lacks package data"
     assert any(n.startswith("indexer/_e5query") and n.endswith(".so") for n in names), "the wheel lacks the query engine"
     modules = {p.relative_to(source).as_posix() for name in SOURCES[3:] for p in (source / name).rglob("*.py")

@@ -824,6 +824,98 @@ void e5_set_threads(int n) {
 #endif
 }
 
+/* Jiangxin: 1 to take the VNNI matmul where the CPU has it (the default), 0 for the AVX2 one (the tests compare
+ * them); returns whether VNNI is now used. Process-wide: call it while nothing embeds. */
+int e5_use_vnni(int on) {
+    g_vnni = on && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+    return g_vnni;
+}
+
+/* Jiangxin: the instruction sets this build was compiled to use (the loader checks them against the CPU before
+ * running anything else of it: a build for one machine must not crash another with an illegal instruction). */
+const char *e5_required_features(void) {
+    return ""
+#ifdef __AVX2__
+        " avx2"
+#endif
+#ifdef __FMA__
+        " fma"
+#endif
+#ifdef __F16C__
+        " f16c"
+#endif
+#ifdef __AVX512F__
+        " avx512f"
+#endif
+#ifdef __AVX512VL__
+        " avx512vl"
+#endif
+#ifdef __AVX512BW__
+        " avx512bw"
+#endif
+#ifdef __AVX512DQ__
+        " avx512dq"
+#endif
+#ifdef __AVX512CD__
+        " avx512cd"
+#endif
+#ifdef __AVX512VNNI__
+        " avx512_vnni"
+#endif
+#ifdef __AVX512BF16__
+        " avx512_bf16"
+#endif
+#ifdef __AVX512VBMI__
+        " avx512vbmi"
+#endif
+#ifdef __AVXVNNI__
+        " avx_vnni"
+#endif
+#ifdef __AVX__
+        " avx"
+#endif
+#ifdef __SSE4_2__
+        " sse4_2"
+#endif
+#ifdef __POPCNT__
+        " popcnt"
+#endif
+#ifdef __BMI__
+        " bmi1"
+#endif
+#ifdef __BMI2__
+        " bmi2"
+#endif
+#ifdef __LZCNT__
+        " abm"
+#endif
+#ifdef __MOVBE__
+        " movbe"
+#endif
+#ifdef __AVX512VBMI2__
+        " avx512_vbmi2"
+#endif
+#ifdef __AVX512BITALG__
+        " avx512_bitalg"
+#endif
+#ifdef __AVX512VPOPCNTDQ__
+        " avx512_vpopcntdq"
+#endif
+#ifdef __AVX512IFMA__
+        " avx512ifma"
+#endif
+#ifdef __GFNI__
+        " gfni"
+#endif
+#ifdef __VAES__
+        " vaes"
+#endif
+#ifdef __VPCLMULQDQ__
+        " vpclmulqdq"
+#endif
+        ;
+}
+
 /* Jiangxin: how many OpenMP threads the calling thread's next embedding would use. */
 int e5_get_threads(void) {
 #ifdef _OPENMP
@@ -937,7 +1029,7 @@ static e5_model *e5_parse(const uint8_t *base, size_t size, void *map, size_t ma
         unpack(&ly->aox, ly->aow, H, H); unpack(&ly->fix, ly->fiw, FF, H); unpack(&ly->fox, ly->fow, H, FF);
     }
     free(dir);
-    if (g_vnni < 0) g_vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+    if (g_vnni < 0) e5_use_vnni(1);
 
 #ifdef _OPENMP
     omp_set_max_active_levels(1);   /* batch parallel -> inner matmuls serial */

@@ -28,6 +28,10 @@ int       e5_dim(const e5_model *m);
 void e5_set_threads(int n);
 /* Jiangxin: OpenMP threads the calling thread's next embedding would use. */
 int e5_get_threads(void);
+/* Jiangxin: VNNI matmul on (1, where the CPU has it) or off (0); returns whether it is used. */
+int e5_use_vnni(int on);
+/* Jiangxin: the instruction sets the build needs, as /proc/cpuinfo names them, space-separated. */
+const char *e5_required_features(void);
 
 /* Embed one text. `is_query` selects the "query: " (1) or "passage: " (0)
  * prefix described in the model card. `out` must hold e5_dim() floats; it is

