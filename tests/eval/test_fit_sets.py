@@ -55,3 +55,29 @@ def test_an_out_of_domain_question_judged_industrial_counts_as_in_domain(tmp_pat
     monkeypatch.setattr(answers, "SCOPE_LABELS", labels)
     scopes = {q.id: q.scope for q in answers.load_ood(folder, 10)}
     assert scopes == {"w-1": "in_domain", "w-2": "out_of_scope"}
+
+
+def test_the_scope_models_extra_out_of_domain_questions_are_never_reported(tmp_path):
+    """Fit slice [0:400], reported slice [400:1400], the scope model's extra slice after it: disjoint question ids."""
+    from api.cli import FIT_OOD, REPORT_OOD, SCOPE_OOD
+    from eval.answers import load_ood
+
+    folder = tmp_path / "cail2019-dev"
+    folder.mkdir()
+    rows = [{"_id": f"q-{i}", "text": f"问题{i}"} for i in range(SCOPE_OOD[1] + 50)]
+    (folder / "questions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    fit = {q.id for q in load_ood(folder, FIT_OOD, 0)}
+    reported = {q.id for q in load_ood(folder, REPORT_OOD, FIT_OOD)}
+    scope_only = {q.id for q in load_ood(folder, SCOPE_OOD[1] - SCOPE_OOD[0], SCOPE_OOD[0])}
+    assert len(fit) == FIT_OOD and len(reported) == REPORT_OOD and len(scope_only) == SCOPE_OOD[1] - SCOPE_OOD[0]
+    assert not fit & reported and not reported & scope_only and not fit & scope_only
+
+
+def test_a_report_cannot_reach_into_the_scope_models_questions():
+    from typer.testing import CliRunner
+
+    from api.cli import REPORT_OOD, app
+
+    result = CliRunner().invoke(app, ["eval", "--answers", "--ood-count", str(REPORT_OOD + 1)])
+    assert result.exit_code == 1
+    assert "fit the scope model" in result.output
