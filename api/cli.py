@@ -506,7 +506,7 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
     (default: eval/sample and the fit parts of eval/field and eval/regs, plus out-of-domain questions; the
     calibration on the field and regulation parts and the out-of-domain questions); report out-of-fold."""
 
-    from eval.answers import answer_report, fit_calibrator, fit_ranker, fit_scope, scope_probabilities, with_scope
+    from eval.answers import answer_report, fit_calibrator, fit_ranker, fit_scope, load_ood, scope_probabilities, with_scope
     from eval.report import write_report
     from eval.run import machine
     from rag.rank import MODELS
@@ -519,6 +519,11 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         if part == "heldout" or (declared and part is None):
             err.print(f"error: {spec}: never fit on a held-out part; name the fit part ({folder}:fit)")
             raise typer.Exit(2)
+    if ood_count > FIT_OOD:
+        err.print(f"error: --ood-count {ood_count}: the out-of-domain questions after the first {FIT_OOD} of each set are "
+                  f"reported ({FIT_OOD}-{SCOPE_OOD[0]}) or fit the scope model ({SCOPE_OOD[0]}-{SCOPE_OOD[1]}); "
+                  f"fit on at most {FIT_OOD}")
+        raise typer.Exit(2)
     try:
         ood = ood or OOD_SETS
         engine, observations, names = _observe(values, sets, ood, ood_count, 0)
@@ -546,9 +551,14 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         _, scope_only, scope_names = _observe(values, [], ood, SCOPE_OOD[1] - SCOPE_OOD[0], SCOPE_OOD[0])
         # out-of-domain examples only: the few judged industrial are left out, neither taught as out of scope nor
         # moving the threshold, which stays the share of the fit sets' in-domain questions declined
-        scope_only = [o for o in scope_only if o.group == "ood"]
-        scope, scope_oof = fit_scope(observations + scope_only, model_id,
-                                     fitted_on=f"{names} + for the scope model only: {scope_names}")
+        # ... and none whose text is also among the fit or reported questions (cail2019's "本案判决结果是什么？"
+        # recurs under other ids)
+        repeated = {q.text for folder in ood if folder.exists() for q in load_ood(folder, SCOPE_OOD[0], 0)}
+        texts = {q.id: q.text for folder in ood if folder.exists()
+                 for q in load_ood(folder, SCOPE_OOD[1] - SCOPE_OOD[0], SCOPE_OOD[0])}
+        scope_only = [o for o in scope_only if o.group == "ood" and texts.get(o.query_id) not in repeated]
+        scope_names += f" (scope model only: {len(scope_only)} out of domain; judged industrial and repeated texts left out)"
+        scope, scope_oof = fit_scope(observations + scope_only, model_id, fitted_on=f"{names} + {scope_names}")
         with_scope(observations, scope_probabilities(observations, scope, scope_oof))
         observations, calibrated_on = _calibration_part(observations, [s for s in (calibrate_on or CALIBRATION_SETS)
                                                                        if s in sets] or sets, ood, ood_count)
@@ -562,7 +572,7 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         calibrator.save(MODELS / "calibration.json")
         scope.save(MODELS / "scope.json")
     in_scope = probabilities >= scope.threshold
-    report = {"dataset": f"{calibrated_on} (fit parts, out-of-fold)", "scope_fitted_on": names, "machine": machine(),
+    report = {"dataset": f"{calibrated_on} (fit parts, out-of-fold)", "scope_fitted_on": scope.fitted_on, "machine": machine(),
               "answers": answer_report(observations, oof, calibrator.threshold, in_scope), "ranker_out_of_fold": cv}
     write_report(report, out_dir)
     if cv:

@@ -81,3 +81,13 @@ def test_a_report_cannot_reach_into_the_scope_models_questions():
     result = CliRunner().invoke(app, ["eval", "--answers", "--ood-count", str(REPORT_OOD + 1)])
     assert result.exit_code == 1
     assert "fit the scope model" in result.output
+
+
+def test_fitting_cannot_take_the_reported_out_of_domain_questions():
+    from typer.testing import CliRunner
+
+    from api.cli import FIT_OOD, app
+
+    result = CliRunner().invoke(app, ["fit", "--ood-count", str(FIT_OOD + 1)])
+    assert result.exit_code == 2
+    assert "fit on at most" in result.output
