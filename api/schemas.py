@@ -16,6 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag.escalate import STATUSES, Ticket
 
+
+# Text that is not blank, as a JSON-schema pattern meaning the same to every regex dialect that reads it: pydantic's
+# (Rust: \s is Unicode White_Space, with U+0085), ECMAScript's (clients, schemathesis: \s has U+FEFF, not U+0085)
+# and Python's (\s also has U+001C-U+001F). A bare "\S" let a schema-valid "\u0085" be refused with 422.
+NOT_BLANK = r"[^\s\u0085\ufeff\u001c-\u001f]"
+
 Timestamp = Annotated[str, Field(description="UTC, ISO 8601 with a Z", json_schema_extra={"format": "date-time"})]
 TicketStatus = Literal[STATUSES]  # type: ignore[valid-type]
 QuestionStatus = Literal["answered", "escalated", "out_of_scope"]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, role, service, viewer
 from api.errors import ERROR_RESPONSES
+from api.schemas import NOT_BLANK
 from api.routes.follow import EventOut
 from api.security import Principal
 from api.service import Service
@@ -23,10 +24,10 @@ RecordIdStr = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$
 
 class ChallengeIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
-    title: str = Field(min_length=1, max_length=200, pattern=r"\S")
-    description: str = Field(min_length=1, max_length=8000, pattern=r"\S")
+    title: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
+    description: str = Field(min_length=1, max_length=8000, pattern=NOT_BLANK)
     summary: str = Field(default="", max_length=500, description="What craftsmen may read of a confidential challenge")
-    trade: str = Field(min_length=1, max_length=40, pattern=r"\S")
+    trade: str = Field(min_length=1, max_length=40, pattern=NOT_BLANK)
     region: str = Field(default="", max_length=40)
     deadline: str = Field(pattern=DATE, description="Last day for applications (YYYY-MM-DD, today or later)")
     reward: str = Field(default="", max_length=200)
@@ -39,7 +40,7 @@ class ChallengeIn(BaseModel):
 
 class ApplicationIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
-    plan: str = Field(min_length=1, max_length=4000, pattern=r"\S")
+    plan: str = Field(min_length=1, max_length=4000, pattern=NOT_BLANK)
     team: list[RecordIdStr] = Field(default_factory=list, max_length=10, description="Team mates (craftsman record ids)")
 
 
@@ -50,7 +51,7 @@ class PickIn(BaseModel):
 
 class ProgressIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
-    note: str = Field(min_length=1, max_length=4000, pattern=r"\S")
+    note: str = Field(min_length=1, max_length=4000, pattern=NOT_BLANK)
 
 
 class ApplicationOut(BaseModel):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
+from api.schemas import NOT_BLANK
 from api.routes.jobs import JobOut, job_url
 from api.schemas import TicketOut, TicketStatus
 from api.security import Principal, require
@@ -43,8 +44,8 @@ class PublishIn(BaseModel):
     sites and figures that identify the asker removed), never the raw texts."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
-    question: str = Field(min_length=1, max_length=2000, pattern=r"\S")
-    answer: str = Field(min_length=1, max_length=8000, pattern=r"\S")
+    question: str = Field(min_length=1, max_length=2000, pattern=NOT_BLANK)
+    answer: str = Field(min_length=1, max_length=8000, pattern=NOT_BLANK)
 
 
 class PublishAccepted(BaseModel):

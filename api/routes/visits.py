@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, role, service, viewer
 from api.errors import ERROR_RESPONSES
+from api.schemas import NOT_BLANK
 from api.routes.follow import EventOut
 from api.security import Principal
 from api.service import Service
@@ -23,16 +24,16 @@ router = APIRouter(prefix="/v1/visits", tags=["visits"], responses=ERROR_RESPONS
 showcase_router = APIRouter(prefix="/v1/showcase", tags=["visits"], responses=ERROR_RESPONSES)
 Status = Literal["requested", "scheduled", "reported", "confirmed", "publishing", "published", "cancelled"]
 DATE = r"^\d{4}-\d{2}-\d{2}$"
-Text = Annotated[str, Field(min_length=1, max_length=4000, pattern=r"\S")]
+Text = Annotated[str, Field(min_length=1, max_length=4000, pattern=NOT_BLANK)]
 
 
 class VisitIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
-    title: str = Field(min_length=1, max_length=200, pattern=r"\S")
-    description: str = Field(min_length=1, max_length=8000, pattern=r"\S")
-    trade: str = Field(min_length=1, max_length=40, pattern=r"\S")
-    region: str = Field(min_length=1, max_length=40, pattern=r"\S", description="Province and city, e.g. 湖北武汉")
-    address: str = Field(min_length=1, max_length=400, pattern=r"\S")
+    title: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
+    description: str = Field(min_length=1, max_length=8000, pattern=NOT_BLANK)
+    trade: str = Field(min_length=1, max_length=40, pattern=NOT_BLANK)
+    region: str = Field(min_length=1, max_length=40, pattern=NOT_BLANK, description="Province and city, e.g. 湖北武汉")
+    address: str = Field(min_length=1, max_length=400, pattern=NOT_BLANK)
     preferred_dates: list[Annotated[str, Field(pattern=DATE)]] = Field(default_factory=list, max_length=10)
     source: str = Field(default="", pattern=r"^((ticket:T|challenge:C)[A-Za-z0-9]{1,30})?$",
                         description="The ticket or challenge this visit follows (ticket:T…, challenge:C…)")
@@ -63,7 +64,7 @@ class CaseIn(BaseModel):
     """The maintainer's edited, de-identified service case (not the raw report)."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
-    title: str = Field(min_length=1, max_length=200, pattern=r"\S")
+    title: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
     problem: Text
     actions: Text
     results: Text

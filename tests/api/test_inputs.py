@@ -182,3 +182,25 @@ def test_server_errors_name_no_file(tmp_path, cache_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_not_blank_means_the_same_to_pydantic_and_to_python_for_every_character():
+    """The schema's non-blank pattern is read by pydantic's Rust regex when validating and by schemathesis/clients
+    elsewhere; a bare \\S disagreed on U+0085 (refused with 422 although the schema allowed it)."""
+    from pydantic import BaseModel, Field
+
+    from api.schemas import NOT_BLANK
+
+    class Text(BaseModel):
+        text: str = Field(pattern=NOT_BLANK)
+
+    def accepted(c: str) -> bool:
+        try:
+            Text(text=c)
+            return True
+        except ValidationError:
+            return False
+
+    differ = [hex(cp) for cp in range(0x3400) if accepted(chr(cp)) != bool(re.search(NOT_BLANK, chr(cp)))]
+    assert differ == []
+    assert not accepted("\u0085") and not accepted("\ufeff") and not accepted(" \u3000\t") and accepted(" 轴 ")
