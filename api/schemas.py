@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag.escalate import STATUSES, Ticket
 
-
 # Text that is not blank, as a JSON-schema pattern meaning the same to every regex dialect that reads it: pydantic's
 # (Rust: \s is Unicode White_Space, with U+0085), ECMAScript's (clients, schemathesis: \s has U+FEFF, not U+0085)
 # and Python's (\s also has U+001C-U+001F). A bare "\S" let a schema-valid "\u0085" be refused with 422.

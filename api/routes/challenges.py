@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, role, service, viewer
 from api.errors import ERROR_RESPONSES
-from api.schemas import NOT_BLANK
 from api.routes.follow import EventOut
+from api.schemas import NOT_BLANK
 from api.security import Principal
 from api.service import Service
 from rag.programme import Application, Challenge

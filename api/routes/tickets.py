@@ -11,9 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
-from api.schemas import NOT_BLANK
 from api.routes.jobs import JobOut, job_url
-from api.schemas import TicketOut, TicketStatus
+from api.schemas import NOT_BLANK, TicketOut, TicketStatus
 from api.security import Principal, require
 from api.service import Service
 from indexer.errors import NotFound
