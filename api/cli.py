@@ -549,10 +549,10 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
             observations = crossed
         model_id = engine.live.embedder.model_id
         _, scope_only, scope_names = _observe(values, [], ood, SCOPE_OOD[1] - SCOPE_OOD[0], SCOPE_OOD[0])
-        # out-of-domain examples only: the few judged industrial are left out, neither taught as out of scope nor
-        # moving the threshold, which stays the share of the fit sets' in-domain questions declined
-        # ... and none whose text is also among the fit or reported questions (cail2019's "本案判决结果是什么？"
-        # recurs under other ids)
+        # Out-of-domain examples only: the few judged industrial are left out (neither taught as out of scope nor
+        # moving the threshold, which stays the share of the fit sets' in-domain questions declined), and so is any
+        # question whose text is also among the fit or reported ones (cail2019 repeats "本案判决结果是什么？" under
+        # other ids).
         repeated = {q.text for folder in ood if folder.exists() for q in load_ood(folder, SCOPE_OOD[0], 0)}
         texts = {q.id: q.text for folder in ood if folder.exists()
                  for q in load_ood(folder, SCOPE_OOD[1] - SCOPE_OOD[0], SCOPE_OOD[0])}
