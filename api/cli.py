@@ -467,10 +467,10 @@ def _observe(values: Settings, sets: list[str], ood: list[Path], ood_count: int,
     return engine, observations, names
 
 
-FIT_SETS = ["eval/sample", "eval/field:fit", "eval/regs:fit"]
+FIT_SETS = ["eval/sample", "eval/field:fit", "eval/field2:fit", "eval/regs:fit"]
 # the confidence is calibrated on questions in users' own words only: eval/sample's were written alongside the
 # corpus and share its wording, so a threshold chosen with them promises a precision field questions do not get
-CALIBRATION_SETS = ["eval/field:fit", "eval/regs:fit"]
+CALIBRATION_SETS = ["eval/field:fit", "eval/field2:fit", "eval/regs:fit"]
 
 
 def _calibration_part(observations: list, sets: list[str], ood: list[Path], ood_count: int) -> tuple[list, str]:
@@ -503,8 +503,8 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         out_dir: Annotated[Path, typer.Option("--out", help="report folder")] = Path("eval/reports/answers-fit"),
         index: IndexOpt = None, corpus: CorpusOpt = None) -> None:
     """Fit the ranker (optional), the confidence calibration and the scope model on the fit parts only
-    (default: eval/sample and the fit parts of eval/field and eval/regs, plus out-of-domain questions; the
-    calibration on the field and regulation parts and the out-of-domain questions); report out-of-fold."""
+    (default: eval/sample and the fit parts of eval/field, eval/field2 and eval/regs, plus out-of-domain questions;
+    the calibration on the field and regulation parts and the out-of-domain questions); report out-of-fold."""
 
     from eval.answers import answer_report, fit_calibrator, fit_ranker, fit_scope, load_ood, scope_probabilities, with_scope
     from eval.report import write_report
