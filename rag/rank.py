@@ -2,8 +2,9 @@
 
 Features: the two retrievers' reciprocal ranks and scores, their agreement, BM25 coverage of the
 question's terms, question-to-standard-question similarity (character bigrams over the question and
-its aliases), title/keyword matches, model-number matches and the record kind. Weights live in a
-small JSON file (``rag/models/ranker.json``) fitted with ``jiangxin fit`` on the labelled sample set.
+its aliases), title/keyword matches, model-number matches and the record kind (a patent describes a device, seldom
+what a worker should do). Weights live in a small JSON file (``rag/models/ranker.json``) fitted with
+``jiangxin fit --ranker`` on the fit parts of the labelled sets.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from rag.retrieve import Candidate, FusionParams, complete_dense, fuse
 
 MODELS = Path(__file__).resolve().parent / "models"
 FEATURES = ("rr_bm25", "rr_dense", "bm25_rel", "bm25_cover", "dense_cos", "agree", "sq_sim", "title_match",
-            "code_match", "conflict", "is_sq", "is_course", "is_craftsman")
+            "code_match", "conflict", "is_sq", "is_course", "is_craftsman", "is_patent")
 _CODE = re.compile(r"[a-z]*\d+[a-z0-9.\-/]*|[a-z]+-?\d+[a-z0-9.\-/]*", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 
@@ -164,6 +165,7 @@ class Ranker:
             "is_sq": 1.0 if cand.kind == "standard_question" else 0.0,
             "is_course": 1.0 if cand.kind == "course" else 0.0,
             "is_craftsman": 1.0 if cand.kind == "craftsman" else 0.0,
+            "is_patent": 1.0 if cand.kind == "patent" else 0.0,
         }
         return f, sq_sim
 
