@@ -230,16 +230,16 @@ CALIBRATION_FOLDS = 10
 
 def fit_calibrator(observations: Sequence[Observation], model_id: str, target: float = 0.95,
                    fitted_on: str = "", ood_fit_count: int = 0) -> tuple[Calibrator, np.ndarray]:
-    """Calibrator (boosted trees) fitted on all observations, and out-of-fold confidences (``CALIBRATION_FOLDS`` folds) for its
+    """Calibrator fitted on all observations, and out-of-fold confidences (``CALIBRATION_FOLDS`` folds) for its
     threshold: the more folds, the closer each fold's model comes to the final one fitted on everything, so the
     threshold chosen on their confidences holds for it (with 2, each saw half the data and the threshold came out
     stricter than the final model needs)."""
     x = np.stack([o.features for o in observations])
     y = np.array([o.right for o in observations], dtype=float)
     folds = np.array([int(hashlib.sha1(o.query_id.encode()).hexdigest(), 16) % CALIBRATION_FOLDS for o in observations])
-    oof = out_of_fold(x, y, folds, Calibrator.fit_boosted)
+    oof = out_of_fold(x, y, folds, Calibrator.fit)
     threshold = choose_threshold(observations, oof, target)
-    final = Calibrator.fit_boosted(x, y, threshold=threshold, model_id=model_id, ood_fit_count=ood_fit_count,
+    final = Calibrator.fit(x, y, threshold=threshold, model_id=model_id, ood_fit_count=ood_fit_count,
                            fitted_on=f"{fitted_on}; threshold for {target:.0%} precision out-of-fold")
     return final, oof
 

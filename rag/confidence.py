@@ -1,15 +1,8 @@
-"""Calibrated confidence that the top answer is right, from a few features of the ranked list, fitted on
-labelled answerable and unanswerable questions: gradient-boosted trees (scikit-learn's
-HistGradientBoostingClassifier at fit time; the trees are stored as plain arrays and walked here with numpy, so
-answering needs no scikit-learn), or logistic regression (Platt scaling) where no trees are stored.
-
-The trees catch what a linear model cannot: a high top score means little when the in-scope probability is low, a
-standard question's similarity matters only for a standard question. Out of fold on the fit parts (10 folds, four
-fold seeds) they answered 0.51-0.56 of the answerable questions at 95% precision where logistic regression answered
-0.42-0.46 (eval/reports/answers-fit).
+"""Calibrated confidence that the top answer is right: logistic regression (Platt scaling) over a few
+features of the ranked list, fitted on labelled answerable and unanswerable questions.
 
 Fitted with ``jiangxin fit`` and stored beside the index as ``calibration.json`` (with the model id it
-was fitted for); a copy fitted on the fit parts ships in ``rag/models/`` as the default.
+was fitted for); a copy fitted on the bundled sample ships in ``rag/models/`` as the default.
 """
 
 from __future__ import annotations
@@ -20,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import JiangxinError
 from rag.rank import MODELS, Scored
 
 CONF_FEATURES = ("top_score", "margin", "dense_cos", "bm25_rel", "bm25_cover", "agree", "sq_sim", "title_match",
@@ -110,64 +102,15 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, folds: np.ndarray, fit) -> np.ndar
     return out
 
 
-# Chosen out of fold on the fit parts among three shallow settings (8 leaves/20 a leaf; depth 3/30; depth 2/20):
-# the first answered the most at 95% precision; all three beat logistic regression.
-BOOSTING = {"max_iter": 100, "learning_rate": 0.05, "max_leaf_nodes": 8, "min_samples_leaf": 20, "random_state": 0}
-
-
-def tree_value(tree: list[list[float]], x: np.ndarray) -> float:
-    """The leaf value ``x`` reaches in a stored tree: rows feature, threshold, left, right, value; a leaf has
-    feature -1; ``x[feature] <= threshold`` goes left (scikit-learn's rule for features without missing values)."""
-    feature, threshold, left, right, value = tree
-    node = 0
-    while feature[node] >= 0:
-        node = int(left[node] if x[int(feature[node])] <= threshold[node] else right[node])
-    return value[node]
-
-
-def fit_trees(x: np.ndarray, y: np.ndarray) -> tuple[float, list[list[list[float]]]]:
-    """Boosted trees for P(right) (``BOOSTING``), as (raw baseline, trees in ``tree_value``'s layout)."""
-    try:
-        from sklearn.ensemble import HistGradientBoostingClassifier
-    except ImportError as exc:  # a dependency of the package: only a broken install lands here
-        raise JiangxinError("fitting the confidence needs scikit-learn: pip install scikit-learn") from exc
-    model = HistGradientBoostingClassifier(**BOOSTING).fit(x, y)
-    trees = []
-    for (predictor,) in model._predictors:  # one tree an iteration for two classes
-        nodes = predictor.nodes
-        if np.any(nodes["is_categorical"]):
-            raise JiangxinError("categorical splits cannot be stored")
-        feature = np.where(nodes["is_leaf"], -1, nodes["feature_idx"]).astype(float)
-        trees.append([feature.tolist(), nodes["num_threshold"].astype(float).tolist(), nodes["left"].astype(float).tolist(),
-                      nodes["right"].astype(float).tolist(), nodes["value"].astype(float).tolist()])
-    return float(np.ravel(model._baseline_prediction)[0]), trees
-
-
 @dataclass
 class Calibrator(LogisticModel):
-    """Confidence that the top record answers the question, over ``CONF_FEATURES`` (the schema it was fitted on):
-    boosted ``trees`` when stored, else the logistic regression's weights."""
+    """Confidence that the top record answers the question, over ``CONF_FEATURES`` (the schema it was fitted on)."""
 
     features: list[str] = field(default_factory=lambda: list(CONF_FEATURES))
     ood_fit_count: int = 0  # out-of-domain questions per set it was fitted on (the first ones): reports use later ones
-    trees: list[list[list[float]]] = field(default_factory=list)
-    trees_base: float = 0.0
-
-    def probability(self, features: np.ndarray) -> float:
-        if not self.trees:
-            return super().probability(features)
-        x = np.asarray(features, dtype=np.float64)
-        return float(_sigmoid(np.array(self.trees_base + sum(tree_value(tree, x) for tree in self.trees))))
 
     def confidence(self, features: np.ndarray) -> float:
         return self.probability(features)
-
-    @classmethod
-    def fit_boosted(cls, x: np.ndarray, y: np.ndarray, **meta) -> "Calibrator":
-        """Boosted trees; the logistic fields hold a neutral model (no weights) that is never used."""
-        base, trees = fit_trees(x, y)
-        width = x.shape[1]
-        return cls([0.0] * width, 0.0, [0.0] * width, [1.0] * width, trees=trees, trees_base=base, **meta)
 
     @classmethod
     def load(cls, path: Path) -> "Calibrator":
