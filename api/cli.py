@@ -426,11 +426,9 @@ def _parse_set(spec: str) -> tuple[Path, str | None]:
     return Path(path), part or None
 
 
-def _observe(values: Settings, sets: list[str], ood: list[Path], ood_count: int, ood_offset: int | None, ranker=None,
-             vectors: bool = False):
+def _observe(values: Settings, sets: list[str], ood: list[Path], ood_count: int, ood_offset: int | None, ranker=None):
     """Every question of ``sets`` and ``ood_count`` out-of-domain ones per set from ``ood_offset`` (None: after
-    the ones the engine's calibration was fitted on), ranked by the configured engine (with ``vectors``, keeping
-    what fitting the match model needs)."""
+    the ones the engine's calibration was fitted on), ranked by the configured engine."""
     from api.wiring import make_engine
     from eval.answers import load_ood, observe
     from eval.datasets import load_beir
@@ -463,8 +461,8 @@ def _observe(values: Settings, sets: list[str], ood: list[Path], ood_count: int,
     with Progress(*columns, console=err) as bars:
         task = bars.add_task("questions", total=sum(len(d.queries) for d in datasets) + len(ood_queries))
         for dataset in datasets:
-            observations += observe(engine, dataset, on_query=lambda: bars.advance(task), vectors=vectors)
-        observations += observe(engine, None, ood_queries, on_query=lambda: bars.advance(task), vectors=vectors)
+            observations += observe(engine, dataset, on_query=lambda: bars.advance(task))
+        observations += observe(engine, None, ood_queries, on_query=lambda: bars.advance(task))
     names = " + ".join([d.name for d in datasets] + ood_names)
     return engine, observations, names
 
@@ -500,16 +498,15 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
                                                                    "is calibrated on (repeat; default: the field and "
                                                                    "regulation fit parts)")] = None,
         ranker: Annotated[bool, typer.Option("--ranker", help="also refit the ranker weights (rag/models/ranker.json)")] = False,
-        ship: Annotated[bool, typer.Option("--ship", help="also store calibration, scope and match models as the shipped defaults")] = False,
+        ship: Annotated[bool, typer.Option("--ship", help="also store calibration and scope model as the shipped defaults")] = False,
         target: Annotated[float, typer.Option(help="precision wanted of automatic answers")] = 0.95,
         out_dir: Annotated[Path, typer.Option("--out", help="report folder")] = Path("eval/reports/answers-fit"),
         index: IndexOpt = None, corpus: CorpusOpt = None) -> None:
-    """Fit the ranker (optional), the match model, the confidence calibration and the scope model on the fit parts only
+    """Fit the ranker (optional), the confidence calibration and the scope model on the fit parts only
     (default: eval/sample and the fit parts of eval/field, eval/field2 and eval/regs, plus out-of-domain questions;
     the calibration on the field and regulation parts and the out-of-domain questions); report out-of-fold."""
 
-    from eval.answers import (answer_report, fit_calibrator, fit_match, fit_ranker, fit_scope, load_ood, scope_probabilities,
-                              with_match, with_scope)
+    from eval.answers import answer_report, fit_calibrator, fit_ranker, fit_scope, load_ood, scope_probabilities, with_scope
     from eval.report import write_report
     from eval.run import machine
     from rag.rank import MODELS
@@ -529,7 +526,7 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         raise typer.Exit(2)
     try:
         ood = ood or OOD_SETS
-        engine, observations, names = _observe(values, sets, ood, ood_count, 0, vectors=not ranker)
+        engine, observations, names = _observe(values, sets, ood, ood_count, 0)
         cv = None
         if ranker:
             from eval.answers import ranker_cv
@@ -547,12 +544,10 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
             folds = {o.query_id: o.fold for o in observations}
             crossed = []
             for fold in (0, 1):
-                engine, seen, names = _observe(values, sets, ood, ood_count, 0, fit_ranker(observations, fold), vectors=True)
+                engine, seen, names = _observe(values, sets, ood, ood_count, 0, fit_ranker(observations, fold))
                 crossed += [o for o in seen if folds[o.query_id] == fold]
             observations = crossed
         model_id = engine.live.embedder.model_id
-        match, match_oof = fit_match(observations, model_id, fitted_on=names)
-        with_match(observations, match_oof)
         _, scope_only, scope_names = _observe(values, [], ood, SCOPE_OOD[1] - SCOPE_OOD[0], SCOPE_OOD[0])
         # Out-of-domain examples only: the few judged industrial are left out (neither taught as out of scope nor
         # moving the threshold, which stays the share of the fit sets' in-domain questions declined), and so is any
@@ -573,11 +568,9 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         fail(exc)
     calibrator.save(values.index_dir / "calibration.json")
     scope.save(values.index_dir / "scope.json")
-    match.save(values.index_dir / "match.json")
     if ship:
         calibrator.save(MODELS / "calibration.json")
         scope.save(MODELS / "scope.json")
-        match.save(MODELS / "match.json")
     in_scope = probabilities >= scope.threshold
     report = {"dataset": f"{calibrated_on} (fit parts, out-of-fold)", "scope_fitted_on": scope.fitted_on, "machine": machine(),
               "answers": answer_report(observations, oof, calibrator.threshold, in_scope), "ranker_out_of_fold": cv}
@@ -588,7 +581,7 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
     out.print(f"threshold {calibrator.threshold:.2f}: precision {a['precision']:.3f}, coverage {a['coverage']:.3f}, "
               f"out-of-domain escalated {a['ood_escalated']:.3f}, ECE {a['ece']:.3f}; scope threshold {scope.threshold:.3f}: "
               f"out-of-domain to craftsmen {a['ood_to_craftsman']:.3f}, uncovered declined {a['uncovered_declined']:.3f} "
-              f"(out-of-fold, fit parts); saved {values.index_dir / 'calibration.json'}, scope.json and match.json", highlight=False)
+              f"(out-of-fold, fit parts); saved {values.index_dir / 'calibration.json'} and scope.json", highlight=False)
 
 
 @app.command()

@@ -24,9 +24,8 @@ import numpy as np
 from eval.datasets import Dataset, Query
 from indexer.errors import DatasetError
 from rag.answer import SQ_DIRECT
-from rag.confidence import IN_SCOPE, MATCH, Calibrator, confidence_features, fit_logistic, out_of_fold
+from rag.confidence import Calibrator, confidence_features, fit_logistic, out_of_fold
 from rag.engine import Engine
-from rag.match import MATCH_DEPTH, MatchModel, pair_features
 from rag.rank import FEATURES, RankerWeights, feature_matrix
 from rag.scope import ScopeModel
 
@@ -44,7 +43,7 @@ class Observation:
     group: str  # answerable, uncovered (in-domain, not covered), unanswerable (sample set: mixed), out_of_scope, ood
     right: bool
     direct: bool
-    features: np.ndarray  # confidence features of the ranked list (in_scope set by ``with_scope``, match by ``with_match``)
+    features: np.ndarray  # confidence features of the ranked list (the last, in_scope, set by ``with_scope``)
     candidates: np.ndarray  # ranking features of the top candidates
     relevant: np.ndarray  # ranker label: 1 for the question's highest grade, LOWER_GRADE_LABEL for a lower one
     scope: np.ndarray  # scope model input
@@ -52,9 +51,6 @@ class Observation:
     dense_right: bool = False  # … and whether the dense top record is right
     trade: str = ""  # gold trade of an answerable question
     routed_trade_hit: bool | None = None  # the first routed craftsman works in the gold trade
-    vector: np.ndarray | None = None  # the question's embedding and the chunk vectors of its top ``MATCH_DEPTH``
-    head_chunks: list[np.ndarray] | None = None  # records with a vector (the first is the top one's): to fit ``rag.match``
-    head_relevant: np.ndarray | None = None  # their ranker labels
 
     @property
     def fold(self) -> int:
@@ -112,9 +108,8 @@ def _label(grade: int, best: int) -> float:
 
 
 def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), depth: int = 30,
-            on_query: Callable[[], None] | None = None, routing: bool = True, vectors: bool = False) -> list[Observation]:
-    """Rank every question of ``dataset`` (and the out-of-domain ones) and record what the decision needs (with
-    ``vectors``, also what fitting the match model needs)."""
+            on_query: Callable[[], None] | None = None, routing: bool = True) -> list[Observation]:
+    """Rank every question of ``dataset`` (and the out-of-domain ones) and record what the decision needs."""
     version = engine.live.get()
     out = []
     questions = [(q, _group(q, dataset)) for q in dataset.queries] if dataset else []
@@ -136,19 +131,11 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
             _, routes = engine.routing(version, query.text, ranked, vector)
             record = version.records.get(routes[0].craftsman_id) if routes else None
             hit = bool(record is not None and query.trade in record.trades)
-        relevant = np.array([_label(qrels.get(s.candidate.record_id, 0), best) for s in head])
-        observation = Observation(
-            query.id, group, right, direct, confidence_features(ranked, 1.0, engine.match_score(version, ranked, vector)),
-            feature_matrix(head), relevant, engine.scope_input(version, query.text, ranked, terms, vector), dense_cos,
-            bool(dense_top and qrels and qrels.get(dense_top.candidate.record_id, 0) == best), query.trade, hit)
-        if vectors and head:
-            ids = [s.candidate.record_id for s in head[:MATCH_DEPTH]]
-            chunks = version.dense.chunk_vectors(ids)
-            kept = [i for i, rid in enumerate(ids) if rid in chunks]
-            observation.vector = np.asarray(vector, dtype=np.float32)
-            observation.head_chunks = [chunks[ids[i]] for i in kept] if kept and kept[0] == 0 else []
-            observation.head_relevant = relevant[kept] if observation.head_chunks else relevant[:0]
-        out.append(observation)
+        out.append(Observation(
+            query.id, group, right, direct, confidence_features(ranked), feature_matrix(head),
+            np.array([_label(qrels.get(s.candidate.record_id, 0), best) for s in head]),
+            engine.scope_input(version, query.text, ranked, terms, vector), dense_cos,
+            bool(dense_top and qrels and qrels.get(dense_top.candidate.record_id, 0) == best), query.trade, hit))
         if on_query:
             on_query()
     return out
@@ -226,40 +213,9 @@ def raw_cosine_baseline(observations: Sequence[Observation], precision: float) -
 
 
 def with_scope(observations: Sequence[Observation], in_scope: np.ndarray) -> None:
-    """Set each observation's in-scope probability, one of the calibrator's features."""
+    """Set each observation's in-scope probability, the calibrator's last feature."""
     for o, p in zip(observations, in_scope):
-        o.features = o.features.copy()
-        o.features[IN_SCOPE] = float(p)
-
-
-def with_match(observations: Sequence[Observation], scores: dict[str, float]) -> None:
-    """Set the match score of each observation's top record, one of the calibrator's features (0.0 where ``scores``
-    has none: no ranked record with a vector, as at ask time)."""
-    for o in observations:
-        o.features = o.features.copy()
-        o.features[MATCH] = scores.get(o.query_id, 0.0)
-
-
-def _fold10(query_id: str) -> int:
-    return int(hashlib.sha1(query_id.encode()).hexdigest(), 16) % CALIBRATION_FOLDS
-
-
-def fit_match(observations: Sequence[Observation], model_id: str, fitted_on: str = "") -> tuple[MatchModel, dict[str, float]]:
-    """The match model on the in-domain questions' top records (a record labelled with the question's best grade
-    is a match), and each question's top-record score out of fold (the calibration's ``CALIBRATION_FOLDS`` folds:
-    the calibrator learns from scores like those the final model, fitted on all, gives new questions)."""
-    rows = [o for o in observations if o.in_domain and o.head_chunks]
-    pairs = [np.stack([pair_features(o.vector, c) for c in o.head_chunks]) for o in rows]
-    labels = [(o.head_relevant == 1.0).astype(float) for o in rows]
-    owner = np.concatenate([np.full(len(p), _fold10(o.query_id)) for o, p in zip(rows, pairs)])
-    x, y = np.vstack(pairs), np.concatenate(labels)
-    scores = {}
-    for fold in range(CALIBRATION_FOLDS):
-        model = MatchModel.fit(x[owner != fold], y[owner != fold])
-        scores.update({o.query_id: model.score_chunks(o.vector, o.head_chunks[0])
-                       for o in observations if o.head_chunks and _fold10(o.query_id) == fold})
-    final = MatchModel.fit(x, y, model_id=model_id, fitted_on=f"{fitted_on}; {len(rows)} questions, {len(x)} records")
-    return final, scores
+        o.features = np.concatenate([o.features[:-1], [float(p)]])
 
 
 def scope_probabilities(observations: Sequence[Observation], model: ScopeModel | None,
@@ -280,7 +236,7 @@ def fit_calibrator(observations: Sequence[Observation], model_id: str, target: f
     stricter than the final model needs)."""
     x = np.stack([o.features for o in observations])
     y = np.array([o.right for o in observations], dtype=float)
-    folds = np.array([_fold10(o.query_id) for o in observations])
+    folds = np.array([int(hashlib.sha1(o.query_id.encode()).hexdigest(), 16) % CALIBRATION_FOLDS for o in observations])
     oof = out_of_fold(x, y, folds, Calibrator.fit)
     threshold = choose_threshold(observations, oof, target)
     final = Calibrator.fit(x, y, threshold=threshold, model_id=model_id, ood_fit_count=ood_fit_count,

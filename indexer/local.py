@@ -317,10 +317,7 @@ class LocalDense:
 
     def similarities(self, vector: np.ndarray, record_ids: Sequence[str]) -> dict[str, float]:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        return {record_id: float((rows @ query).max()) for record_id, rows in self.chunk_vectors(record_ids).items()}
-
-    def chunk_vectors(self, record_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
+        best: dict[str, float] = {}
         wanted = list(dict.fromkeys(record_ids))
         for si in range(len(self.parts.segments) - 1, -1, -1):  # newest first: a replaced record's chunks are dead
             seg = self.parts.segments[si]
@@ -332,12 +329,11 @@ class LocalDense:
                 rows = [r for r, gone in zip(rows, np.isin([r[0] for r in rows], dead)) if not gone]
             if not rows:
                 continue
-            vectors = np.asarray(seg.vector_rows(np.array([r[2] for r in rows], dtype=np.int64)), dtype=np.float32)
-            owners = np.array([r[1] for r in rows])
-            for record_id in dict.fromkeys(owners.tolist()):
-                found[record_id] = vectors[owners == record_id]
-            wanted = [r for r in wanted if r not in found]
-        return found
+            sims = seg.vector_rows(np.array([r[2] for r in rows], dtype=np.int64)) @ query
+            for (_, record_id, _), sim in zip(rows, sims.tolist()):
+                best[record_id] = max(best.get(record_id, -1.0), sim)
+            wanted = [r for r in wanted if r not in best]
+        return best
 
 
 class _Lookup:

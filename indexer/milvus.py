@@ -330,16 +330,14 @@ class MilvusDense:
 
     def similarities(self, vector: np.ndarray, record_ids: Sequence[str]) -> dict[str, float]:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        return {record_id: float((rows @ query).max()) for record_id, rows in self.chunk_vectors(record_ids).items()}
-
-    def chunk_vectors(self, record_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, list] = {}
+        best: dict[str, float] = {}
         wanted = list(dict.fromkeys(record_ids))
         for start in range(0, len(wanted), BATCH):
             ids = ", ".join(map(_literal, wanted[start:start + BATCH]))
-            for record_id, dense in self.collections.vectors(f"{visible(self.seq)} and has_dense == true and record_id in [{ids}]"):
-                found.setdefault(record_id, []).append(dense)
-        return {record_id: np.asarray(rows, dtype=np.float32) for record_id, rows in found.items()}
+            rows = self.collections.vectors(f"{visible(self.seq)} and has_dense == true and record_id in [{ids}]")
+            for record_id, dense in rows:
+                best[record_id] = max(best.get(record_id, -1.0), float(np.dot(np.asarray(dense, dtype=np.float32), query)))
+        return best
 
 
 def prune(store, uris: set[str]) -> None:

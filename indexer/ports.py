@@ -98,11 +98,6 @@ class DenseSearch(Protocol):
         are left out): how close a candidate that ``search`` did not reach comes to the question."""
         ...
 
-    def chunk_vectors(self, record_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Each record's live chunk vectors (a rows × dimension array; records without one are left out), what
-        ``similarities`` scores: for models fitted on the vectors themselves (``rag.match``)."""
-        ...
-
 
 class ChunkStore(Protocol):
     def get_many(self, chunk_ids: Iterable[str]) -> dict[str, ChunkRow]:

@@ -16,40 +16,34 @@ import numpy as np
 from rag.rank import MODELS, Scored
 
 CONF_FEATURES = ("top_score", "margin", "dense_cos", "bm25_rel", "bm25_cover", "agree", "sq_sim", "title_match",
-                 "conflict", "is_sq", "rr_bm25", "rr_dense", "dense_gap", "in_scope", "match")
-IN_SCOPE, MATCH = CONF_FEATURES.index("in_scope"), CONF_FEATURES.index("match")
+                 "conflict", "is_sq", "rr_bm25", "rr_dense", "dense_gap", "in_scope")
 
 
-def confidence_features(ranked: list[Scored], in_scope: float = 1.0, match: float = 0.0) -> np.ndarray:
+def confidence_features(ranked: list[Scored], in_scope: float = 1.0) -> np.ndarray:
     """Features of a ranked list that say how sure the top answer is; ``in_scope`` is the scope model's
-    probability that the question is an industrial one (1.0 without a scope model), ``match`` the match model's
-    score of the top record (``rag.match``; 0.0 without one)."""
+    probability that the question is an industrial one (1.0 without a scope model)."""
     if not ranked or not ranked[0].features:
-        out = np.zeros(len(CONF_FEATURES))
-        out[IN_SCOPE], out[MATCH] = in_scope, match
-        return out
+        return np.array([0.0] * (len(CONF_FEATURES) - 1) + [in_scope])
     top = ranked[0]
     second = ranked[1].score if len(ranked) > 1 and np.isfinite(ranked[1].score) else top.score - 1.0
     f = top.features
     best_dense = max((s.candidate.dense_score for s in ranked), default=0.0)
     return np.array([top.score, top.score - second, f["dense_cos"], f["bm25_rel"], f["bm25_cover"], f["agree"],
                      f["sq_sim"], f["title_match"], f.get("conflict", 0.0), f.get("is_sq", 0.0), f["rr_bm25"], f["rr_dense"],
-                     f["dense_cos"] - best_dense, in_scope, match], dtype=np.float64)
+                     f["dense_cos"] - best_dense, in_scope], dtype=np.float64)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50,
-                 standardise: bool = True) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """L2-regularised logistic regression by Newton's method, on standardised features unless ``standardise`` is
-    false (then the penalty weighs the features' own units: mean 0 and scale 1 are returned).
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iterations: int = 50) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """L2-regularised logistic regression by Newton's method on standardised features.
 
     Returns (weights, bias, mean, scale) so that p = sigmoid(((x - mean) / scale) @ weights + bias).
     """
-    mean = x.mean(axis=0) if standardise else np.zeros(x.shape[1])
-    scale = x.std(axis=0) if standardise else np.ones(x.shape[1])
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
     beta = np.zeros(z.shape[1])

@@ -36,7 +36,6 @@ from rag.timeline import record
 from rag.generate import Generator, GeneratorConfig
 from rag.escalate import Route, Ticket, TicketQueue, candidates, route
 from rag.rank import RankerWeights, Scored, rank_hybrid
-from rag.match import MatchModel, load_match_model
 from rag.scope import ScopeModel, load_scope_model, scope_features
 from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever
 
@@ -173,7 +172,6 @@ class Engine:
         self.ranker_weights = ranker_weights or RankerWeights.load()
         self._calibrator = calibrator
         self._scope: ScopeModel | None | bool = False  # False: not loaded yet
-        self._match: MatchModel | None | bool = False
         self._reranker = None
         self.build_lock = threading.Lock()
         self._merge_lock = threading.Lock()
@@ -194,19 +192,6 @@ class Engine:
         if self._scope is False:
             self._scope = load_scope_model(self.config.index_dir, self.live.embedder.model_id)
         return self._scope  # type: ignore[return-value]
-
-    @property
-    def match(self) -> MatchModel | None:
-        if self._match is False:
-            self._match = load_match_model(self.config.index_dir, self.live.embedder.model_id)
-        return self._match  # type: ignore[return-value]
-
-    def match_score(self, version: IndexVersion, ranked: list[Scored], vector: np.ndarray) -> float:
-        """The match model's score of the top record (0.0 without a model or a ranked record with a vector)."""
-        if self.match is None or not ranked:
-            return 0.0
-        top = ranked[0].candidate.record_id
-        return self.match.scores(version.dense, vector, [top]).get(top, 0.0)
 
     def in_scope(self, version: IndexVersion, question: str, ranked: list[Scored], terms: list[str] | None = None,
                  vector: np.ndarray | None = None) -> float:
@@ -260,7 +245,7 @@ class Engine:
         in_scope = self.in_scope(version, question, ranked, terms, vector)
         if not ranked:
             return self._not_answered(version, question, 0.0, ranked, in_scope, vector)
-        confidence = self.calibrator.confidence(confidence_features(ranked, in_scope, self.match_score(version, ranked, vector)))
+        confidence = self.calibrator.confidence(confidence_features(ranked, in_scope))
         top = ranked[0]
         direct = top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT
         if direct or confidence >= self.threshold:
