@@ -30,6 +30,7 @@ from rag.rank import FEATURES, RankerWeights, feature_matrix
 from rag.scope import ScopeModel
 
 IN_DOMAIN = ("answerable", "uncovered", "unanswerable")
+OOD_SOURCE = "out-of-domain sets"  # the source of questions drawn from cail2019-dev and qbqtc-dev
 LOWER_GRADE_LABEL = 0.05  # partly relevant records count a little: recall@5/10 up, the top answer unchanged (fit part)
 SCOPE_L2 = 100.0  # strong: ~400-d embedding input (chosen out-of-fold on the fit parts with ~1,500 questions; with the
 # 9,200 scope-only out-of-domain ones added, 10-300 gave 0.022-0.026 out-of-domain to a craftsman out of fold: kept)
@@ -51,6 +52,7 @@ class Observation:
     dense_right: bool = False  # … and whether the dense top record is right
     trade: str = ""  # gold trade of an answerable question
     routed_trade_hit: bool | None = None  # the first routed craftsman works in the gold trade
+    source: str = ""  # the labelled set (and part) the question comes from, or the out-of-domain sets
 
     @property
     def fold(self) -> int:
@@ -112,9 +114,9 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
     """Rank every question of ``dataset`` (and the out-of-domain ones) and record what the decision needs."""
     version = engine.live.get()
     out = []
-    questions = [(q, _group(q, dataset)) for q in dataset.queries] if dataset else []
-    questions += [(q, "ood" if q.scope == "out_of_scope" else "uncovered") for q in ood]
-    for query, group in questions:
+    questions = [(q, _group(q, dataset), dataset.name) for q in dataset.queries] if dataset else []
+    questions += [(q, "ood" if q.scope == "out_of_scope" else "uncovered", OOD_SOURCE) for q in ood]
+    for query, group, source in questions:
         terms = version.tokenizer.tokenize(query.text)
         vector = version.embedder.embed_queries([query.text])[0]
         ranked = engine.rank(version, query.text, terms, vector)
@@ -135,9 +137,32 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
             query.id, group, right, direct, confidence_features(ranked), feature_matrix(head),
             np.array([_label(qrels.get(s.candidate.record_id, 0), best) for s in head]),
             engine.scope_input(version, query.text, ranked, terms, vector), dense_cos,
-            bool(dense_top and qrels and qrels.get(dense_top.candidate.record_id, 0) == best), query.trade, hit))
+            bool(dense_top and qrels and qrels.get(dense_top.candidate.record_id, 0) == best), query.trade, hit,
+            source))
         if on_query:
             on_query()
+    return out
+
+
+def by_source(observations: Sequence[Observation], confidences: np.ndarray, threshold: float,
+              in_scope: np.ndarray | None = None) -> dict[str, dict[str, int]]:
+    """Per set a question comes from, at one threshold: how many of each group, answered right or wrong, declined
+    (in-domain) or sent to a craftsman (out-of-domain) — so a report says which part each figure comes from."""
+    out: dict[str, dict[str, int]] = {}
+    for i, o in enumerate(observations):
+        row = out.setdefault(o.source or "unnamed", {"answerable": 0, "answered_right": 0, "answered_wrong": 0,
+                                                      "uncovered": 0, "uncovered_declined": 0, "ood": 0, "ood_to_craftsman": 0})
+        answered = o.direct or confidences[i] >= threshold
+        kept = True if in_scope is None else bool(in_scope[i])
+        group = "ood" if o.group in ("ood", "out_of_scope") else o.group
+        if group in row:
+            row[group] += 1
+        if answered:
+            row["answered_right" if o.right else "answered_wrong"] += 1
+        elif group == "uncovered" and not kept:
+            row["uncovered_declined"] += 1
+        elif group == "ood" and kept:
+            row["ood_to_craftsman"] += 1
     return out
 
 
@@ -274,6 +299,7 @@ def answer_report(observations: Sequence[Observation], confidences: np.ndarray, 
                   in_scope: np.ndarray | None = None) -> dict:
     curve = [decision(observations, confidences, float(t)) for t in np.round(np.arange(0.0, 1.0001, 0.02), 2)]
     report = decision(observations, confidences, threshold, in_scope)
+    report["by_source"] = by_source(observations, confidences, threshold, in_scope)
     report["curve"] = curve
     report["reliability"] = reliability(observations, confidences)
     report["ece"] = expected_calibration_error(report["reliability"])

@@ -61,6 +61,14 @@ def _answers_md(report: dict[str, Any]) -> list[str]:
                         f"(goal ≤ 0.02); {answers['uncovered_declined']:.3f} of in-domain uncovered questions are declined as out of "
                         f"scope (goal ≤ 0.05); {answers['answerable_declined']:.3f} of answerable ones. Calibration error: ECE "
                         f"{answers['ece']:.3f} over all questions, {answers.get('ece_in_domain', float('nan')):.3f} over the in-domain ones.", ""]
+    sources = answers.get("by_source") or {}
+    if sources:
+        table = [f"Where each question comes from, at the threshold {answers['threshold']:.2f}:", "",
+                 "| part | answerable | answered right | answered wrong | uncovered | uncovered declined | out of domain | "
+                 "out of domain to a craftsman |", "|---|---|---|---|---|---|---|---|"]
+        table += [f"| {name} | {r['answerable']} | {r['answered_right']} | {r['answered_wrong']} | {r['uncovered']} | "
+                  f"{r['uncovered_declined']} | {r['ood']} | {r['ood_to_craftsman']} |" for name, r in sources.items()]
+        lines[-2:-2] = table + [""]
     routing = answers.get("routing") or {}
     if routing.get("first_craftsman_in_gold_trade") is not None:
         lines[-2:-2] = [f"Routing: the first routed craftsman works in the question's gold trade for "

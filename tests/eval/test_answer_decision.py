@@ -1,0 +1,53 @@
+"""The answer / escalate / out-of-scope figures count what they say, overall and per set a question comes from."""
+
+import numpy as np
+
+from eval.answers import OOD_SOURCE, Observation, answer_report, by_source, decision
+
+
+def observation(query_id: str, group: str, right: bool, source: str, direct: bool = False) -> Observation:
+    empty = np.zeros(1)
+    return Observation(query_id, group, right, direct, empty, empty.reshape(1, 1), empty, empty, source=source)
+
+
+QUESTIONS = [  # (observation, confidence, in scope)
+    (observation("f-1", "answerable", True, "field-heldout"), 0.95, True),     # answered right
+    (observation("f-2", "answerable", False, "field-heldout"), 0.92, True),    # answered from a wrong record
+    (observation("f-3", "answerable", True, "field-heldout"), 0.40, True),     # escalated
+    (observation("f-4", "answerable", True, "field-heldout", direct=True), 0.10, True),  # a standard question's fast path
+    (observation("f-5", "uncovered", False, "field-heldout"), 0.91, True),     # answered: wrong, the corpus lacks it
+    (observation("r-1", "uncovered", False, "regs-heldout"), 0.20, False),     # declined as out of scope
+    (observation("r-2", "uncovered", False, "regs-heldout"), 0.20, True),      # escalated
+    (observation("o-1", "ood", False, OOD_SOURCE), 0.01, False),               # declined
+    (observation("o-2", "ood", False, OOD_SOURCE), 0.01, True),                # reaches a craftsman
+    (observation("o-3", "uncovered", False, OOD_SOURCE), 0.01, False),         # judged industrial, declined
+]
+
+
+def test_precision_counts_every_automatic_answer_and_coverage_only_answerable_questions():
+    observations = [o for o, _, _ in QUESTIONS]
+    confidences = np.array([c for _, c, _ in QUESTIONS])
+    in_scope = np.array([s for _, _, s in QUESTIONS])
+    d = decision(observations, confidences, 0.9, in_scope)
+    assert d["answered"] == 4  # f-1, f-2, f-4 (direct), f-5
+    assert d["precision"] == 2 / 4
+    assert d["coverage"] == 3 / 4
+    assert d["uncovered_declined"] == 2 / 4  # r-1 and o-3 of f-5, r-1, r-2, o-3
+    assert d["ood_to_craftsman"] == 1 / 2
+
+
+def test_each_set_says_what_its_questions_became():
+    observations = [o for o, _, _ in QUESTIONS]
+    confidences = np.array([c for _, c, _ in QUESTIONS])
+    in_scope = np.array([s for _, _, s in QUESTIONS])
+    parts = by_source(observations, confidences, 0.9, in_scope)
+    assert parts["field-heldout"] == {"answerable": 4, "answered_right": 2, "answered_wrong": 2, "uncovered": 1,
+                                      "uncovered_declined": 0, "ood": 0, "ood_to_craftsman": 0}
+    assert parts["regs-heldout"] == {"answerable": 0, "answered_right": 0, "answered_wrong": 0, "uncovered": 2,
+                                     "uncovered_declined": 1, "ood": 0, "ood_to_craftsman": 0}
+    assert parts[OOD_SOURCE] == {"answerable": 0, "answered_right": 0, "answered_wrong": 0, "uncovered": 1,
+                                 "uncovered_declined": 1, "ood": 2, "ood_to_craftsman": 1}
+    report = answer_report(observations, confidences, 0.9, in_scope)
+    assert report["by_source"] == parts
+    totals = {key: sum(p[key] for p in parts.values()) for key in ("answered_right", "answered_wrong")}
+    assert totals["answered_right"] + totals["answered_wrong"] == report["answered"]
