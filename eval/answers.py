@@ -53,6 +53,7 @@ class Observation:
     trade: str = ""  # gold trade of an answerable question
     routed_trade_hit: bool | None = None  # the first routed craftsman works in the gold trade
     source: str = ""  # the labelled set (and part) the question comes from, or the out-of-domain sets
+    known_code: bool = False  # names a code its top records hold: in scope whatever the scope model says
 
     @property
     def fold(self) -> int:
@@ -138,7 +139,7 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
             np.array([_label(qrels.get(s.candidate.record_id, 0), best) for s in head]),
             engine.scope_input(version, query.text, ranked, terms, vector), dense_cos,
             bool(dense_top and qrels and qrels.get(dense_top.candidate.record_id, 0) == best), query.trade, hit,
-            source))
+            source, engine.names_known_code(version, query.text, ranked)))
         if on_query:
             on_query()
     return out
@@ -245,9 +246,11 @@ def with_scope(observations: Sequence[Observation], in_scope: np.ndarray) -> Non
 
 def scope_probabilities(observations: Sequence[Observation], model: ScopeModel | None,
                         out_of_fold: dict[str, float] | None = None) -> np.ndarray:
-    """The scope model's probability per observation: out-of-fold where the model was fitted on it."""
+    """The scope model's probability per observation: out-of-fold where the model was fitted on it; 1.0 without a
+    model and for a question naming a code its top records hold (as ``Engine.in_scope``)."""
     out_of_fold = out_of_fold or {}
-    return np.array([out_of_fold.get(o.query_id, model.probability(o.scope) if model else 1.0) for o in observations])
+    return np.array([1.0 if model is None or o.known_code else out_of_fold.get(o.query_id, model.probability(o.scope))
+                     for o in observations])
 
 
 CALIBRATION_FOLDS = 10

@@ -36,7 +36,7 @@ from rag.timeline import record
 from rag.generate import Generator, GeneratorConfig
 from rag.escalate import Route, Ticket, TicketQueue, candidates, route
 from rag.rank import RankerWeights, Scored, rank_hybrid
-from rag.scope import ScopeModel, load_scope_model, scope_features
+from rag.scope import ScopeModel, load_scope_model, named_codes, scope_features
 from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever
 
 log = logging.getLogger(__name__)
@@ -195,11 +195,21 @@ class Engine:
 
     def in_scope(self, version: IndexVersion, question: str, ranked: list[Scored], terms: list[str] | None = None,
                  vector: np.ndarray | None = None) -> float:
-        """Probability that ``question`` is an industrial production question (1.0 without a scope model)."""
+        """Probability that ``question`` is an industrial production question (1.0 without a scope model, and for
+        a question naming a code its top records hold: ``rag.scope``)."""
         model = self.scope
-        if model is None:
+        if model is None or self.names_known_code(version, question, ranked):
             return 1.0
         return model.probability(self.scope_input(version, question, ranked, terms, vector))
+
+    @staticmethod
+    def names_known_code(version: IndexVersion, question: str, ranked: list[Scored]) -> bool:
+        """Whether ``question`` names a model number or alarm code (``named_codes``) one of its top five records holds."""
+        codes = named_codes(question)
+        if not codes or not ranked:  # most questions name none: no record text is read for them
+            return False
+        texts = version.records.texts([s.candidate.record_id for s in ranked[:5]])
+        return any(code in t.full for t in texts.values() for code in codes)
 
     @staticmethod
     def scope_input(version: IndexVersion, question: str, ranked: list[Scored], terms: list[str] | None = None,

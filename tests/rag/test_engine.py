@@ -207,3 +207,21 @@ def test_no_more_questions_are_assessed_at_once_than_allowed(mini_corpus, tmp_pa
     results = race(*(lambda q=q: engine.ask(q, "ent-a") for q in questions))
     assert most == 2  # six asked at once, two assessed at a time
     assert sorted(r.question for r in results) == sorted(questions)  # every one answered or escalated, none lost
+
+
+def test_a_code_the_corpus_holds_keeps_a_bare_question_in_scope(mini_corpus, tmp_path, embedder, cache):
+    """With a scope model that declines everything, only a question naming a model number or alarm code that its top
+    records hold (SV0401 is in the mini corpus) stays in scope; an unknown code, a year or a measurement does not."""
+    from rag.scope import ScopeModel, named_codes
+
+    index = tmp_path / "index"
+    build_index(mini_corpus, index, embedder, cache)
+    width = embedder.dim + 2
+    ScopeModel([0.0] * width, -10.0, [0.0] * width, [1.0] * width, 0.5, embedder.model_id).save(index / "scope.json")
+    engine = make_engine(mini_corpus, index, f"sqlite:///{tmp_path / 'q.db'}", embedder, cache, threshold=0.99)
+    kept = engine.ask("SV0401", "ent-a")
+    assert kept.status == "escalated" and kept.in_scope == 1.0 and kept.ticket is not None
+    for question in ("XK9917报警", "2019年的报警", "外径24mm的轴"):
+        assert engine.ask(question, "ent-a").status == "out_of_scope", question
+    assert named_codes("FANUC SV0401 和 ACS510 F0001") == {"sv0401", "acs510", "f0001"}
+    assert named_codes("宝马320报价 2019年 380V 24mm 1.65米") == set()
