@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -297,13 +296,13 @@ def _filters(kinds: list[str] | None, trades: list[str] | None, date_from: str, 
     from indexer.records import KINDS
 
     unknown = [kind for kind in kinds or [] if kind not in KINDS]
-    dates = [d for d in (date_from, date_to) if d and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", d)]
-    if unknown or dates:
-        err.print(f"error: {'--kind ' + ', '.join(unknown) + ' is not one of ' + ', '.join(KINDS) if unknown else ''}"
-                  f"{'; ' if unknown and dates else ''}{'dates must be YYYY-MM-DD: ' + ', '.join(dates) if dates else ''}",
-                  highlight=False)
+    filters = Filters(tuple(kinds or ()), tuple(trades or ()), date_from, date_to)
+    problems = ([f"--kind {', '.join(unknown)} is not one of {', '.join(KINDS)}"] if unknown else []) + [
+        p.replace("date_from", "--from").replace("date_to", "--to") for p in filters.date_problems()]
+    if problems:
+        err.print("error: " + "; ".join(problems), highlight=False)
         raise typer.Exit(2)
-    return Filters(tuple(kinds or ()), tuple(trades or ()), date_from, date_to)
+    return filters
 
 
 @app.command()

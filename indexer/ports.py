@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -48,6 +49,23 @@ class Filters:
     @property
     def empty(self) -> bool:
         return not (self.kinds or self.trades or self.date_from or self.date_to)
+
+    def date_problems(self) -> list[str]:
+        """What is wrong with the date range, in words (empty when nothing is): a date that is not on the calendar
+        (2020-13-45, 2020-02-30) or a range that ends before it starts."""
+        problems = []
+        for name in ("date_from", "date_to"):
+            value = getattr(self, name)
+            try:
+                if value and len(value) == 10:
+                    date.fromisoformat(value)
+                elif value:
+                    raise ValueError(value)
+            except ValueError:
+                problems.append(f"{name} {value!r} is not a calendar date YYYY-MM-DD")
+        if not problems and self.date_from and self.date_to and self.date_from > self.date_to:
+            problems.append(f"date_from {self.date_from} is after date_to {self.date_to}")
+        return problems
 
 
 NO_FILTERS = Filters()

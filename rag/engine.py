@@ -46,6 +46,8 @@ MAX_QUESTION = 2000
 # (0.744), 20 0.947 (0.756): the records after the first few still name the right trade when the first ones miss.
 ROUTING_DEPTH = 15
 RELATED_NOTE = "以下资料与您的问题相关，仅供参考，并非确认的答案。"
+NOT_SURE = "暂未找到足够可靠的答案"  # why an escalated question went to craftsmen: the usual reason …
+NO_MATCH = "没有符合筛选条件的资料"  # … or the asker's filters left no record at all
 OUT_OF_SCOPE_MESSAGE = ("这个问题似乎不属于本服务的范围。匠心解答工业生产中的技术问题（{trades}等），"
                         "如果这确实是生产中遇到的问题，请补充设备、工序或故障现象后再问。")
 
@@ -252,9 +254,12 @@ class Engine:
         terms = version.tokenizer.tokenize(question)  # once: BM25, ranker and scope share the terms,
         vector = version.embedder.embed_queries([question])[0]  # dense retrieval, scope and routing the embedding
         ranked = self.rank(version, question, terms, vector, filters)
-        in_scope = self.in_scope(version, question, ranked, terms, vector)
+        # Whether a question is in scope belongs to the question, not to the filters it is asked with: filters that
+        # leave few records or none would otherwise decline a shop-floor question. A filtered ask ranks twice.
+        unfiltered = ranked if filters.empty else self.rank(version, question, terms, vector)
+        in_scope = self.in_scope(version, question, unfiltered, terms, vector)
         if not ranked:
-            return self._not_answered(version, question, 0.0, ranked, in_scope, vector)
+            return self._not_answered(version, question, 0.0, ranked, in_scope, vector, no_match=not filters.empty)
         confidence = self.calibrator.confidence(confidence_features(ranked, in_scope))
         top = ranked[0]
         direct = top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT
@@ -267,8 +272,9 @@ class Engine:
         return self._not_answered(version, question, confidence, ranked, in_scope, vector)
 
     def _not_answered(self, version: IndexVersion, question: str, confidence: float, ranked: list[Scored],
-                      in_scope: float, vector: np.ndarray | None = None) -> AskResult:
-        """Escalate an in-scope question (with related material to read meanwhile); decline one out of scope."""
+                      in_scope: float, vector: np.ndarray | None = None, no_match: bool = False) -> AskResult:
+        """Escalate an in-scope question (with related material to read meanwhile); decline one out of scope.
+        ``no_match``: the asker's filters left no record (said in the message)."""
         if self.scope is not None and in_scope < self.scope.threshold:
             trades = version.directory.trades()
             return AskResult("out_of_scope", question, confidence, index_version=version.version, in_scope=in_scope,
@@ -276,7 +282,7 @@ class Engine:
                              ranked=ranked, version=version, vector=vector)
         related = {"note": RELATED_NOTE, "records": related_material(version, ranked), "craftsmen": []}
         return AskResult("escalated", question, confidence, index_version=version.version, in_scope=in_scope,
-                         message="暂未找到足够可靠的答案，已转交劳模工匠解答。", related=related, ranked=ranked, version=version,
+                         message=f"{NO_MATCH if no_match else NOT_SURE}，已转交劳模工匠解答。", related=related, ranked=ranked, version=version,
                          vector=vector)
 
     def ask(self, question: str, asker: str = "anonymous", filters: Filters = NO_FILTERS, confidential: bool = False,
@@ -316,7 +322,8 @@ class Engine:
         cards = [craftsman_card(r) for r in (routed.get(x.craftsman_id) for x in ticket.routes) if isinstance(r, Craftsman)]
         result.related = {**result.related, "craftsmen": cards}
         if cards:
-            result.message = f"暂未找到足够可靠的答案，已转交{'、'.join(c['name'] for c in cards)}等劳模工匠解答。"
+            reason = NO_MATCH if result.message.startswith(NO_MATCH) else NOT_SURE
+            result.message = f"{reason}，已转交{'、'.join(c['name'] for c in cards)}等劳模工匠解答。"
         return ticket
 
     def hand_over(self, question_id: str, asker: str | None = None) -> tuple[str, bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
@@ -38,6 +38,13 @@ class FiltersIn(BaseModel):
     trades: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(default_factory=list, max_length=20)
     date_from: str = Field(default="", pattern=r"^(\d{4}-\d{2}-\d{2})?$")
     date_to: str = Field(default="", pattern=r"^(\d{4}-\d{2}-\d{2})?$")
+
+    @model_validator(mode="after")
+    def real_dates(self) -> "FiltersIn":
+        problems = self.filters().date_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def filters(self) -> Filters:
         return Filters(tuple(self.kinds), tuple(self.trades), self.date_from, self.date_to)

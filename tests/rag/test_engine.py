@@ -225,3 +225,17 @@ def test_a_code_the_corpus_holds_keeps_a_bare_question_in_scope(mini_corpus, tmp
         assert engine.ask(question, "ent-a").status == "out_of_scope", question
     assert named_codes("FANUC SV0401 和 ACS510 F0001") == {"sv0401", "acs510", "f0001"}
     assert named_codes("宝马320报价 2019年 380V 24mm 1.65米") == set()
+
+
+def test_filters_that_leave_no_record_do_not_make_a_shop_floor_question_out_of_scope(engine):
+    """Scope belongs to the question: with filters no record passes, a shop-floor question is escalated saying why,
+    chit-chat is still declined."""
+    from indexer.ports import Filters
+    from rag.engine import NO_MATCH
+
+    nothing = Filters(date_from="2099-01-01")
+    kept = engine.ask("焊缝气孔怎么办", "ent-a", nothing)
+    assert kept.status == "escalated" and kept.message.startswith(NO_MATCH) and kept.ticket is not None
+    assert engine.ask("今天天气怎么样", "ent-a", nothing).status == "out_of_scope"
+    unfiltered = engine.ask("焊缝气孔怎么办", "ent-b")
+    assert abs(unfiltered.in_scope - kept.in_scope) < 1e-9
