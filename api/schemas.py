@@ -36,7 +36,7 @@ class RecordExcerpt(_Stored):
     """A record with a snippet of its text: material to read, or a ticket's context."""
 
     kind: str = Field(description="The record's kind; in a ticket's context also given_answer (the automatic answer "
-                                   "the asker handed over)")
+                                   "the asker handed over) and asker_feedback (what the asker said of it)")
     id: str
     title: str
     snippet: str

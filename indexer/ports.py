@@ -51,8 +51,8 @@ class Filters:
         return not (self.kinds or self.trades or self.date_from or self.date_to)
 
     def date_problems(self) -> list[str]:
-        """What is wrong with the date range, in words (empty when nothing is): a date that is not on the calendar
-        (2020-13-45, 2020-02-30) or a range that ends before it starts."""
+        """What is wrong with the dates, in words (empty when nothing is): a date that is not on the calendar
+        (2020-13-45, 2020-02-30). A range that ends before it starts is no error: nothing matches it."""
         problems = []
         for name in ("date_from", "date_to"):
             value = getattr(self, name)
@@ -63,8 +63,6 @@ class Filters:
                     raise ValueError(value)
             except ValueError:
                 problems.append(f"{name} {value!r} is not a calendar date YYYY-MM-DD")
-        if not problems and self.date_from and self.date_to and self.date_from > self.date_to:
-            problems.append(f"date_from {self.date_from} is after date_to {self.date_to}")
         return problems
 
 

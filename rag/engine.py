@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 
 from indexer.build import BuildReport, apply_changes
 from indexer.embedders import EmbeddingCache
@@ -31,7 +31,7 @@ from indexer.records import Craftsman, Record, StandardQuestion, delete_record, 
 from indexer.version import IndexVersion, LiveIndex
 from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
 from rag.confidence import Calibrator, confidence_features, load_calibrator
-from rag.db import QuestionRow, SubjectFlagsRow, sessions, utcnow
+from rag.db import FeedbackRow, QuestionRow, SubjectFlagsRow, sessions, utcnow
 from rag.timeline import record
 from rag.generate import Generator, GeneratorConfig
 from rag.escalate import Route, Ticket, TicketQueue, candidates, route
@@ -327,7 +327,8 @@ class Engine:
         return ticket
 
     def hand_over(self, question_id: str, asker: str | None = None) -> tuple[str, bool]:
-        """转人工: send an automatically answered question to the craftsmen, the ticket carrying the answer given.
+        """转人工: send an automatically answered question to the craftsmen, the ticket carrying the answer given and
+        what the asker said of it (their unhelpful-feedback comments: "不对，我这是锥度" is what the craftsman needs).
 
         Only answered questions (a declined, out-of-scope one is not a craftsman's job: Conflict). Idempotent, also
         under a double click: a question already handed over keeps its ticket; returns (ticket id, created). Only
@@ -344,11 +345,17 @@ class Engine:
             question, owner, given, confidence = row.question, row.asker, dict(row.result or {}), row.confidence
             flags = session.get(SubjectFlagsRow, f"question:{question_id}")  # the ticket inherits confidential / reveal
             confidential, reveal = (flags.confidential, flags.reveal) if flags else (False, False)
+            said = session.scalars(select(FeedbackRow.comment).where(FeedbackRow.question_id == question_id,
+                                                                     FeedbackRow.helpful.is_(False), FeedbackRow.comment != "")
+                                   .order_by(FeedbackRow.id)).all()
         version = self.live.get()
         vector = version.embedder.embed_queries([question])[0]
         ranked = self.rank(version, question, vector=vector)
         context = [{"kind": "given_answer", "id": question_id, "title": "已给出的自动答案（提问者要求转人工）",
                     "snippet": (given.get("answer") or "")[:600]}]
+        if said:
+            context.append({"kind": "asker_feedback", "id": question_id, "title": "提问者对自动答案的意见",
+                            "snippet": "；".join(said)[:600]})
         context += [{"kind": r["kind"], "id": r["id"], "title": r["title"], "snippet": r["snippet"]}
                     for r in related_material(version, ranked, 4)]
         trades, routes = self.routing(version, question, ranked, vector)

@@ -30,14 +30,24 @@ class QuestionIn(BaseModel):
     reveal: bool = Field(default=False, description="Let craftsmen see who asks (default: a pseudonym)")
 
 
+def _date_or_empty(schema: dict) -> None:
+    """The schema of a date filter: a calendar date (JSON Schema's format ``date``, which the validator enforces) or
+    empty (no bound), so clients and generated tests see what is accepted rather than a digits pattern."""
+    kept = {k: v for k, v in schema.items() if k in ("default", "description", "title")}
+    schema.clear()
+    schema.update(kept, anyOf=[{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}])
+
+
 class FiltersIn(BaseModel):
     """Answer only from records of these kinds, of these trades, dated within this range (inclusive)."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
     kinds: list[Literal[tuple(KINDS)]] = Field(default_factory=list, max_length=10)  # type: ignore[valid-type]
     trades: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(default_factory=list, max_length=20)
-    date_from: str = Field(default="", pattern=r"^(\d{4}-\d{2}-\d{2})?$")
-    date_to: str = Field(default="", pattern=r"^(\d{4}-\d{2}-\d{2})?$")
+    date_from: str = Field(default="", pattern=r"^(\d{4}-\d{2}-\d{2})?$", json_schema_extra=_date_or_empty,
+                           description="a calendar date YYYY-MM-DD (2020-02-30 is refused); empty: no lower bound")
+    date_to: str = Field(default="", pattern=r"^(\d{4}-\d{2}-\d{2})?$", json_schema_extra=_date_or_empty,
+                         description="a calendar date YYYY-MM-DD; empty: no upper bound; before date_from: nothing matches")
 
     @model_validator(mode="after")
     def real_dates(self) -> "FiltersIn":

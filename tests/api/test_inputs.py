@@ -73,10 +73,9 @@ def test_a_question_of_only_invisible_characters_is_422_and_creates_nothing(fres
 @pytest.mark.parametrize("filters, said", [
     ({"date_from": "2020-13-45"}, "date_from '2020-13-45' is not a calendar date"),
     ({"date_to": "2020-02-30"}, "date_to '2020-02-30' is not a calendar date"),
-    ({"date_from": "2021-01-01", "date_to": "2020-12-31"}, "date_from 2021-01-01 is after date_to 2020-12-31"),
     ({"date_from": "2020/01/01"}, "filters.date_from: expected a date YYYY-MM-DD"),
 ])
-def test_a_date_filter_off_the_calendar_or_backwards_is_422_and_creates_nothing(fresh, filters, said):
+def test_a_date_filter_off_the_calendar_is_422_and_creates_nothing(fresh, filters, said):
     r = fresh.post("/v1/questions", json={"question": "焊缝气孔怎么办", "filters": filters})
     assert r.status_code == 422, r.text
     assert said in r.json()["error"]["message"]

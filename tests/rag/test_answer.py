@@ -16,6 +16,7 @@ from rag.answer import compose_answer, steps
 from rag.db import connect
 from rag.engine import Engine, EngineConfig
 from rag.escalate import TicketQueue
+from rag.questions import QuestionLog
 from rag.scope import ScopeModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +138,9 @@ def test_hand_over_sends_an_answered_question_to_a_craftsman_with_the_answer_giv
     engine = make_engine(sample_subset, subset_index, tmp_path, embedder, cache, 0.0)
     result = engine.ask("细长轴车成腰鼓形咋整", "ent-a")
     assert result.status == "answered" and result.ticket is None
+    log = QuestionLog(engine.queue.engine, engine.queue)
+    log.feedback(result.id, "ent-a", False, "不对，我这是锥度")
+    log.feedback(result.id, "ent-a", False, "")
     with pytest.raises(NotFound):
         engine.hand_over(result.id, "ent-b")  # another enterprise's question does not exist for them
     ticket_id, created = engine.hand_over(result.id, "ent-a")
@@ -145,4 +149,6 @@ def test_hand_over_sends_an_answered_question_to_a_craftsman_with_the_answer_giv
     assert ticket.status == "open" and ticket.asker == "ent-a" and ticket.routes
     given = ticket.context[0]
     assert given["kind"] == "given_answer" and given["snippet"] == result.to_dict()["answer"][:600]
+    said = ticket.context[1]
+    assert said["kind"] == "asker_feedback" and said["snippet"] == "不对，我这是锥度"  # what the asker said of it, once
     assert len(engine.queue.list(asker="ent-a")) == 1
