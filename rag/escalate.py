@@ -175,7 +175,8 @@ class TicketQueue:
     def create(self, question: str, asker: str, confidence: float, context: list[dict[str, Any]],
                trades: list[str], routes: list[Route], session: Session | None = None, confidential: bool = False,
                reveal: bool = False) -> tuple[Ticket, bool]:
-        """A new open ticket, or the asker's recent ticket for the same question; (ticket, created).
+        """A new open ticket, or the asker's recent ticket for the same question; (ticket, created). Asked again as
+        confidential, a recent ticket not yet answered becomes confidential (never the other way: a secret stays one).
 
         Raises QuotaExceeded when the asker already opened ``quota_per_day`` tickets in the last 24 hours. With
         ``session`` (or inside ``transaction()``) the ticket is written in the caller's transaction and commits
@@ -200,6 +201,10 @@ class TicketQueue:
                                     TicketRow.created_at >= now - self.dedupe_window, TicketRow.status != "closed")
             .order_by(TicketRow.created_at.desc()).limit(1)).first()
         if existing is not None:
+            if confidential:  # the row locked until commit (PostgreSQL), so no answer or publish slips in between
+                status = session.scalars(select(TicketRow.status).where(TicketRow.id == existing.id).with_for_update()).one()
+                if status in ("open", "claimed"):
+                    self._make_confidential(session, existing.id, asker)
             return self._ticket(session, existing), False
         if self.quota_per_day is not None:
             opened, oldest = session.execute(
@@ -227,6 +232,21 @@ class TicketQueue:
         if routes:
             record(session, f"ticket:{row.id}", asker, "routed", "jiangxin", {"craftsmen": [r.craftsman_id for r in routes]})
         return self._ticket(session, row, routes, flags), True
+
+    @staticmethod
+    def _make_confidential(session: Session, ticket_id: str, asker: str) -> None:
+        """Mark a ticket confidential (in the asker's locked transaction, so two asks cannot both insert the flags);
+        a no-op when it already is."""
+        subject = f"ticket:{ticket_id}"
+        flags = session.get(SubjectFlagsRow, subject)
+        if flags is None:
+            session.execute(insert(SubjectFlagsRow).values(subject=subject, confidential=True, reveal=False))
+        elif not flags.confidential:
+            session.execute(update(SubjectFlagsRow).where(SubjectFlagsRow.subject == subject,
+                                                          SubjectFlagsRow.confidential.is_(False)).values(confidential=True))
+        else:
+            return
+        record(session, subject, asker, "made_confidential", asker, {})
 
     def get(self, ticket_id: str) -> Ticket:
         with self.session.begin() as session:

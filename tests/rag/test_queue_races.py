@@ -153,6 +153,26 @@ def test_a_ticket_cannot_be_closed_while_publishing_and_can_go_back_to_answered(
         queue.start_publish("T-missing")
 
 
+def test_asked_again_as_confidential_an_open_ticket_becomes_confidential_and_stays_so(queue):
+    asker, question = uid("ent"), uid("液压站油温高")
+    first, created = queue.create(question, asker, 0.2, [], ["设备维护"], [])
+    assert created and not first.confidential
+    again, created = queue.create(question, asker, 0.2, [], ["设备维护"], [], confidential=True)
+    assert not created and again.id == first.id and again.confidential and queue.get(first.id).confidential
+    later, _ = queue.create(question, asker, 0.2, [], ["设备维护"], [])  # asked openly again: a secret stays one
+    assert later.id == first.id and queue.get(first.id).confidential
+    assert first.id not in {t.id for t in queue.list(trades=["设备维护"], craftsman="cm-nobody")}
+
+
+def test_simultaneous_asks_some_confidential_leave_one_ticket_and_it_confidential(queue):
+    for _ in range(5):
+        asker, question = uid("ent"), uid("空压机排气温度高")
+        outcomes = race(*[partial(queue.create, question, asker, 0.2, [], [], [], confidential=i % 2 == 1) for i in range(6)])
+        tickets = [o[0] for o in outcomes if isinstance(o, tuple)]
+        assert len(tickets) == 6 and len({t.id for t in tickets}) == 1, outcomes
+        assert queue.get(tickets[0].id).confidential
+
+
 def test_the_open_pool_finds_a_craftsmans_trade_behind_300_newer_tickets(queue):
     craftsman, trade, other = uid("cm"), uid("焊接"), uid("车削")
     mine = [open_ticket(queue, [uid("cm")], [trade]) for _ in range(3)]
