@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from indexer.errors import NotFound
+from indexer.errors import Conflict, NotFound
 from rag.db import FeedbackRow, QuestionRow, sessions
 from rag.engine import AskResult
 from rag.escalate import Ticket, TicketQueue
@@ -74,7 +74,12 @@ class QuestionLog:
         return counts
 
     def feedback(self, question_id: str, asker: str | None, helpful: bool, comment: str) -> dict[str, Any]:
-        self.get(question_id, asker)
+        """Record a verdict on the question's answer — the automatic one or the craftsman's. A question with neither
+        (escalated and not yet answered, or declined) has nothing to judge: Conflict, so analytics count verdicts on
+        answers only."""
+        view = self.get(question_id, asker)
+        if not view.get("answer") and "craftsman_answer" not in view:
+            raise Conflict(f"question {question_id} is {view.get('status')} with no answer yet: nothing to give feedback on")
         with self.session.begin() as session:
             session.add(FeedbackRow(question_id=question_id, helpful=helpful, comment=comment.strip()))
         return self.get(question_id, asker)

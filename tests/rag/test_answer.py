@@ -10,7 +10,7 @@ import pytest
 
 from indexer.build import build_index
 from indexer.chunking import split_sentences
-from indexer.errors import NotFound
+from indexer.errors import Conflict, NotFound
 from indexer.version import LiveIndex
 from rag.answer import compose_answer, steps
 from rag.db import connect
@@ -152,3 +152,19 @@ def test_hand_over_sends_an_answered_question_to_a_craftsman_with_the_answer_giv
     said = ticket.context[1]
     assert said["kind"] == "asker_feedback" and said["snippet"] == "不对，我这是锥度"  # what the asker said of it, once
     assert len(engine.queue.list(asker="ent-a")) == 1
+
+
+def test_feedback_needs_an_answer_to_judge(sample_subset, subset_index, tmp_path, embedder, cache):
+    """An escalated question has no answer yet: a verdict on it is refused (and not counted) until a craftsman answers."""
+    engine = make_engine(sample_subset, subset_index, tmp_path, embedder, cache, 1.01)  # nothing answered automatically
+    result = engine.ask("焊缝老是有气孔咋整", "ent-a")
+    assert result.status == "escalated" and result.ticket is not None
+    log = QuestionLog(engine.queue.engine, engine.queue)
+    with pytest.raises(Conflict):
+        log.feedback(result.id, "ent-a", True, "")
+    assert log.feedback_counts() == {"helpful": 0, "unhelpful": 0}
+    craftsman = result.ticket.routes[0].craftsman_id
+    engine.queue.claim(result.ticket.id, craftsman)
+    engine.queue.answer(result.ticket.id, craftsman, "清理坡口油污，焊丝烘干，保护气流量调到15L/min。")
+    log.feedback(result.id, "ent-a", True, "")
+    assert log.feedback_counts() == {"helpful": 1, "unhelpful": 0}
