@@ -56,17 +56,23 @@ class Filters:
         problems = []
         for name in ("date_from", "date_to"):
             value = getattr(self, name)
-            try:
-                if value and len(value) == 10:
-                    date.fromisoformat(value)
-                elif value:
-                    raise ValueError(value)
-            except ValueError:
+            if value and not _is_calendar_date(value):
                 problems.append(f"{name} {value!r} is not a calendar date YYYY-MM-DD")
         return problems
 
 
 NO_FILTERS = Filters()
+
+
+def _is_calendar_date(value: str) -> bool:
+    """YYYY-MM-DD and on the calendar (not 2020-13-45, 2020-02-30; not the other ISO forms Python also reads)."""
+    if len(value) != 10 or value[4] != "-" or value[7] != "-" or not (value[:4] + value[5:7] + value[8:]).isdigit():
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -51,3 +51,11 @@ def test_hybrid_retrieval_honours_filters_and_an_empty_filter_changes_nothing(ve
     found = retriever.retrieve("焊缝气孔", filters=Filters(kinds=("craftsman",)))
     assert found and all(c.kind == "craftsman" for c in found)
     assert retriever.retrieve("焊缝气孔", filters=Filters(trades=("没有这个工种",))) == []
+
+
+@pytest.mark.parametrize("value, fine", [("2020-01-05", True), ("2024-02-29", True), ("", True), ("2020-13-45", False),
+                                         ("2020-02-30", False), ("2023-02-29", False), ("2020-W01-1", False),
+                                         ("20200105", False), ("2020-1-5", False), ("２０２０-01-05", False)])
+def test_a_date_filter_must_be_a_calendar_date_written_yyyy_mm_dd(value, fine):
+    for filters in (Filters(date_from=value), Filters(date_to=value)):
+        assert (filters.date_problems() == []) is fine, (value, filters.date_problems())
