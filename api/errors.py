@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from api.schemas import NOT_BLANK
 from api.security import Unauthorized
 from indexer.corpus_store import CorpusBusy, CorpusCorrupt, DuplicateId
 from indexer.errors import (Conflict, CorpusError, CorpusInvalid, Forbidden, IndexBusy, IndexCorrupt, IndexMismatchError,
@@ -87,7 +88,9 @@ def install(app: FastAPI) -> None:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             message = e.get("msg")
             if e.get("type") == "string_pattern_mismatch":  # the pattern itself is no help to a reader
-                message = PATTERN_MESSAGES.get(str((e.get("loc") or ("",))[-1]), "does not have the expected form")
+                blank = (e.get("ctx") or {}).get("pattern") == NOT_BLANK
+                message = PATTERN_MESSAGES["question"] if blank else PATTERN_MESSAGES.get(
+                    str((e.get("loc") or ("",))[-1]), "does not have the expected form")
             elif str(message).startswith("Value error, "):
                 message = str(message)[len("Value error, "):]
             parts.append(f"{where or 'body'}: {message}")

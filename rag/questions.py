@@ -22,6 +22,8 @@ def question_view(result: dict[str, Any], question_id: str, asker: str, created_
         out["ticket"] = ticket.to_dict()
         if ticket.status in ("answered", "publishing", "published") and ticket.answer:
             out["craftsman_answer"] = {"answer": ticket.answer, "craftsman": ticket.answered_by, "record": ticket.published_record}
+            name = next((r.name for r in ticket.routes if r.craftsman_id == ticket.answered_by), "") or "劳模工匠"
+            out["message"] = f"{name}已解答，答案见下方。"  # no longer "转交…解答": that was while it waited
     out["feedback"] = [{"helpful": f.helpful, "comment": f.comment, "created_at": f.created_at.isoformat() + "Z"} for f in feedback]
     return out
 

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/tickets", tags=["tickets"], responses=ERROR_RESPO
 
 class AnswerIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
-    answer: str = Field(min_length=1, max_length=8000)
+    answer: str = Field(min_length=1, max_length=8000, pattern=NOT_BLANK)
 
 
 class RejectIn(BaseModel):

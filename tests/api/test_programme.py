@@ -168,6 +168,8 @@ def test_ticket_steps_are_on_its_timeline(srv):
         asked = call(srv, "ent_a", "POST", f"/v1/questions/{asked['id']}/escalate").json()
     tid = asked["ticket"]["id"]
     assert call(srv, "welder", "POST", f"/v1/tickets/{tid}/claim").status_code == 200
+    blank = call(srv, "welder", "POST", f"/v1/tickets/{tid}/answer", {"answer": " \u3000\n"})
+    assert blank.status_code == 422 and "no visible character" in blank.json()["error"]["message"]
     assert call(srv, "welder", "POST", f"/v1/tickets/{tid}/answer", {"answer": "背面充氩保护。"}).status_code == 200
     events = [e["event"] for e in call(srv, "ent_a", "GET", f"/v1/tickets/{tid}/timeline").json()]
     assert events[0] == "created" and events[-2:] == ["claimed", "answered"]

@@ -168,3 +168,4 @@ def test_feedback_needs_an_answer_to_judge(sample_subset, subset_index, tmp_path
     engine.queue.answer(result.ticket.id, craftsman, "清理坡口油污，焊丝烘干，保护气流量调到15L/min。")
     log.feedback(result.id, "ent-a", True, "")
     assert log.feedback_counts() == {"helpful": 1, "unhelpful": 0}
+    assert log.get(result.id, "ent-a")["message"] == f"{result.ticket.routes[0].name}已解答，答案见下方。"
