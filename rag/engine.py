@@ -28,6 +28,7 @@ from indexer.errors import Conflict, JiangxinError, NotFound
 from indexer.milvus import MilvusSpec
 from indexer.ports import NO_FILTERS, Filters
 from indexer.records import Craftsman, Record, StandardQuestion, delete_record, upsert_record
+from indexer.text import simplified
 from indexer.version import IndexVersion, LiveIndex
 from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
 from rag.confidence import Calibrator, confidence_features, load_calibrator
@@ -69,7 +70,8 @@ def clean_question(question: str) -> str:
     """The question without invisible characters, or ``InvalidQuestion`` saying why it cannot be asked.
 
     Format and control characters carry no meaning and split words for the tokenizer, so they are removed;
-    what is left must show something.
+    what is left must show something. Traditional characters become simplified (``indexer.text.simplified``): the
+    question is searched, deduplicated and shown to craftsmen in the script the corpus is written in.
     """
     if not isinstance(question, str):
         raise InvalidQuestion("the question must be text")
@@ -82,7 +84,7 @@ def clean_question(question: str) -> str:
         raise InvalidQuestion("the question is empty: it has no visible characters, only spaces, zero-width or control ones")
     if len(question) > MAX_QUESTION:
         raise InvalidQuestion(f"the question has {len(question)} characters; at most {MAX_QUESTION} are allowed")
-    return question
+    return simplified(question)
 
 
 @dataclass

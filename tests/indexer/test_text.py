@@ -1,3 +1,4 @@
+import json
 import logging
 import re
 from pathlib import Path
@@ -7,7 +8,7 @@ from hypothesis import given, strategies as st
 
 from indexer.build import build_dictionary, read_stopwords
 from indexer.records import load_corpus
-from indexer.text import Tokenizer, normalise
+from indexer.text import Tokenizer, normalise, simplified
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 
@@ -60,3 +61,14 @@ def test_one_tokenizer_serves_many_threads():
     expected = tokenizer.tokenize(text)
     with ThreadPoolExecutor(8) as pool:
         assert all(got == expected for got in pool.map(tokenizer.tokenize, [text] * 400))
+
+
+def test_traditional_characters_become_simplified_and_simplified_text_stays_as_it_is():
+    assert simplified("焊縫氣孔怎麼辦") == "焊缝气孔怎么办"
+    assert simplified("變頻器過電流跳閘OC報警怎麼排查") == "变频器过电流跳闸OC报警怎么排查"
+    assert simplified("電容鼓包，機器壞了") == "电容鼓包，机器坏了"  # 壞 → 坏, never 坯
+    assert simplified("电机坏了") == "电机坏了"
+    texts = [json.loads(line)["text"] for f in sorted((CORPUS.parent / "eval").glob("*/queries.jsonl"))
+             for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts += [line for f in sorted(CORPUS.rglob("*.jsonl")) for line in f.read_text(encoding="utf-8").splitlines()]
+    assert len(texts) > 2500 and [t for t in texts if simplified(t) != t] == []

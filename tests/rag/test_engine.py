@@ -239,3 +239,9 @@ def test_filters_that_leave_no_record_do_not_make_a_shop_floor_question_out_of_s
     assert engine.ask("今天天气怎么样", "ent-a", nothing).status == "out_of_scope"
     unfiltered = engine.ask("焊缝气孔怎么办", "ent-b")
     assert abs(unfiltered.in_scope - kept.in_scope) < 1e-9
+
+
+def test_a_question_in_traditional_characters_is_answered_as_the_simplified_one(engine):
+    result = engine.ask("FANUC系統出現SV0401報警如何處理", "ent-a")
+    assert result.question == "FANUC系统出现SV0401报警如何处理"
+    assert result.status == "answered" and [s.id for s in result.answer.sources][:1] == ["sq-m-3"]
