@@ -26,8 +26,8 @@ STATUS = [(Unauthorized, 401, "unauthorized"), (Forbidden, 403, "forbidden"), (N
           (QuotaExceeded, 429, "quota_exceeded"), (IndexBusy, 503, "index_busy"), (IndexCorrupt, 503, "index_corrupt"),
           (CorpusBusy, 503, "corpus_busy")]
 # Said instead of pydantic's "String should match pattern '…'" (a 600-character pattern for a blank question).
-PATTERN_MESSAGES = {"question": "has no visible character (white space, zero-width and control characters do not count)",
-                    "date_from": "expected a date YYYY-MM-DD", "date_to": "expected a date YYYY-MM-DD"}
+BLANK = "has no visible character (white space, zero-width and control characters do not count)"
+PATTERN_MESSAGES = {"question": BLANK, "date_from": "expected a date YYYY-MM-DD", "date_to": "expected a date YYYY-MM-DD"}
 RETRY_AFTER_503 = "5"  # seconds: a build finishing, a version loading, a lock freeing
 
 
@@ -88,9 +88,9 @@ def install(app: FastAPI) -> None:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             message = e.get("msg")
             if e.get("type") == "string_pattern_mismatch":  # the pattern itself is no help to a reader
-                blank = (e.get("ctx") or {}).get("pattern") == NOT_BLANK
-                message = PATTERN_MESSAGES["question"] if blank else PATTERN_MESSAGES.get(
-                    str((e.get("loc") or ("",))[-1]), "does not have the expected form")
+                blank = (e.get("ctx") or {}).get("pattern") == NOT_BLANK  # the pattern of every other text field
+                message = BLANK if blank else PATTERN_MESSAGES.get(str((e.get("loc") or ("",))[-1]),
+                                                                   "does not have the expected form")
             elif str(message).startswith("Value error, "):
                 message = str(message)[len("Value error, "):]
             parts.append(f"{where or 'body'}: {message}")

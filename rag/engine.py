@@ -324,8 +324,7 @@ class Engine:
         cards = [craftsman_card(r) for r in (routed.get(x.craftsman_id) for x in ticket.routes) if isinstance(r, Craftsman)]
         result.related = {**result.related, "craftsmen": cards}
         if cards:
-            reason = NO_MATCH if result.message.startswith(NO_MATCH) else NOT_SURE
-            result.message = f"{reason}，已转交{'、'.join(c['name'] for c in cards)}等劳模工匠解答。"
+            result.message = result.message.replace("已转交劳模工匠", f"已转交{'、'.join(c['name'] for c in cards)}等劳模工匠")
         return ticket
 
     def hand_over(self, question_id: str, asker: str | None = None) -> tuple[str, bool]:

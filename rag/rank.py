@@ -27,8 +27,13 @@ from rag.retrieve import Candidate, FusionParams, complete_dense, fuse
 MODELS = Path(__file__).resolve().parent / "models"
 FEATURES = ("rr_bm25", "rr_dense", "bm25_rel", "bm25_cover", "dense_cos", "agree", "sq_sim", "title_match",
             "code_match", "conflict", "is_sq", "is_course", "is_craftsman", "is_patent")
-CODE = re.compile(r"[a-z]*\d+[a-z0-9.\-/]*|[a-z]+-?\d+[a-z0-9.\-/]*", re.IGNORECASE)
+_CODE = re.compile(r"[a-z]*\d+[a-z0-9.\-/]*|[a-z]+-?\d+[a-z0-9.\-/]*", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
+
+
+def question_codes(normalised: str) -> set[str]:
+    """The model numbers, codes and numbers of three characters or more in a ``normalise``d question (lower case)."""
+    return {c.lower() for c in _CODE.findall(normalised) if _DIGIT.search(c) and len(c) >= 3}
 
 
 def bigrams(text: str) -> set[str]:
@@ -140,8 +145,7 @@ class Ranker:
         terms = list(dict.fromkeys(self.version.tokenizer.tokenize(question) if terms is None else terms))
         weights = {t: self.version.terms.idf(t) for t in terms}
         normalised = normalise(question)
-        codes = {c.lower() for c in CODE.findall(normalised) if _DIGIT.search(c) and len(c) >= 3}
-        return QueryContext(question, terms, weights, codes, bigrams(question), asked_objects(normalised))
+        return QueryContext(question, terms, weights, question_codes(normalised), bigrams(question), asked_objects(normalised))
 
     def features(self, ctx: QueryContext, cand: Candidate, texts: RecordTexts | None,
                  question_grams: tuple[frozenset[str], ...] = ()) -> tuple[dict[str, float], float]:

@@ -25,10 +25,10 @@ import numpy as np
 
 from indexer.text import normalise
 from rag.confidence import LogisticModel
-from rag.rank import CODE, MODELS
+from rag.rank import MODELS, question_codes
 
 SCOPE_EXTRAS = ("dense_top", "known_share")
-_LETTER, _DIGIT = re.compile(r"[a-z]", re.IGNORECASE), re.compile(r"\d")
+_LETTER = re.compile(r"[a-z]", re.IGNORECASE)
 _MEASURE = re.compile(r"\d+(\.\d+)?(mm|cm|dm|m|km|kg|g|t|kw|w|kv|v|ma|a|hz|mpa|kpa|pa|bar|rpm|r/min|h|min|s|ml|l)",
                       re.IGNORECASE)
 
@@ -36,8 +36,7 @@ _MEASURE = re.compile(r"\d+(\.\d+)?(mm|cm|dm|m|km|kg|g|t|kw|w|kv|v|ma|a|hz|mpa|k
 def named_codes(question: str) -> set[str]:
     """The model numbers and alarm codes a question names: letters and digits together (SV0401, 828D, ACS510), not a
     measurement (24mm, 380V) and not a bare number (a year, a price: web queries are full of them)."""
-    return {c.lower() for c in CODE.findall(normalise(question))
-            if len(c) >= 3 and _DIGIT.search(c) and _LETTER.search(c) and not _MEASURE.fullmatch(c)}
+    return {c for c in question_codes(normalise(question)) if _LETTER.search(c) and not _MEASURE.fullmatch(c)}
 
 
 def scope_features(vector: np.ndarray, dense_top: float, known_share: float) -> np.ndarray:
