@@ -27,7 +27,8 @@ STATUS = [(Unauthorized, 401, "unauthorized"), (Forbidden, 403, "forbidden"), (N
           (CorpusBusy, 503, "corpus_busy")]
 # Said instead of pydantic's "String should match pattern '…'" (a 600-character pattern for a blank question).
 BLANK = "has no visible character (white space, zero-width and control characters do not count)"
-PATTERN_MESSAGES = {"question": BLANK, "date_from": "expected a date YYYY-MM-DD", "date_to": "expected a date YYYY-MM-DD"}
+PATTERN_MESSAGES = {"question": BLANK, "date_from": "expected a date YYYY-MM-DD", "date_to": "expected a date YYYY-MM-DD",
+                    "cursor": "is not a cursor this API handed out: send back the previous page's X-Next-Cursor header"}
 RETRY_AFTER_503 = "5"  # seconds: a build finishing, a version loading, a lock freeing
 
 

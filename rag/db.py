@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Engine, Float, ForeignKey, Index, Integer, String, Text, create_engine, event, text
+from sqlalchemy import (JSON, Engine, Float, ForeignKey, Index, Integer, Select, String, Text, and_, create_engine, event, or_,
+                        text)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -21,6 +22,19 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+Position = tuple[datetime, str]  # where a newest-first page ended: its last row's (created_at, id)
+
+
+def newest_first(query: Select, created_at: Any, row_id: Any, after: Position | None = None) -> Select:
+    """``query`` ordered newest first (ties by id, so the order is total), from just after ``after`` when given: keyset
+    pagination, which neither skips nor repeats a row when new ones arrive between pages, at the cost of one index
+    range scan whatever the page's depth."""
+    if after is not None:
+        at, last = after
+        query = query.where(or_(created_at < at, and_(created_at == at, row_id < last)))
+    return query.order_by(created_at.desc(), row_id.desc())
 
 
 class Base(DeclarativeBase):

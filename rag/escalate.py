@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from indexer.ports import CraftsmanProfile
 from indexer.text import normalise
-from rag.db import RouteRow, SubjectFlagsRow, TicketRow, TicketTradeRow, sessions, take_write_lock, utcnow
+from rag.db import Position, RouteRow, SubjectFlagsRow, TicketRow, TicketTradeRow, newest_first, sessions, take_write_lock, utcnow
 from rag.timeline import record
 
 STATUSES = ("open", "claimed", "answered", "publishing", "published", "closed")
@@ -253,9 +253,10 @@ class TicketQueue:
             return self._ticket(session, self._row(session, ticket_id))
 
     def list(self, status: str | None = None, craftsman: str | None = None, trades: list[str] | None = None,
-             asker: str | None = None, limit: int = 100) -> list[Ticket]:
-        """At most ``limit`` tickets, newest first, by status and asker; for a craftsman, those routed to, claimed
-        or answered by them, or open in one of ``trades`` — one query, the trade filter in SQL."""
+             asker: str | None = None, limit: int = 100, after: Position | None = None) -> list[Ticket]:
+        """At most ``limit`` tickets, newest first from just after ``after`` (the last one of the previous page), by
+        status and asker; for a craftsman, those routed to, claimed or answered by them, or open in one of ``trades``
+        — one query, the trade filter in SQL."""
         query = select(TicketRow)
         if status:
             query = query.where(TicketRow.status == status)
@@ -271,7 +272,7 @@ class TicketQueue:
                                     (literal("ticket:") + TicketRow.id).not_in(secret)))
             query = query.where(or_(*visible))
         with self.session.begin() as session:
-            rows = session.scalars(query.order_by(TicketRow.created_at.desc(), TicketRow.id.desc()).limit(limit)).all()
+            rows = session.scalars(newest_first(query, TicketRow.created_at, TicketRow.id, after).limit(limit)).all()
             routes = self._routes(session, [r.id for r in rows])
             flags = self._flags(session, [r.id for r in rows])
             return [self._ticket(session, r, routes.get(r.id, []), flags.get(r.id)) for r in rows]

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from indexer.errors import Conflict, NotFound
-from rag.db import FeedbackRow, QuestionRow, sessions
+from rag.db import FeedbackRow, Position, QuestionRow, newest_first, sessions
 from rag.engine import AskResult
 from rag.escalate import Ticket, TicketQueue
 
@@ -54,10 +54,12 @@ class QuestionLog:
             feedback = list(session.scalars(select(FeedbackRow).where(FeedbackRow.question_id == row.id).order_by(FeedbackRow.id)).all())
         return self._view(row, feedback)
 
-    def list(self, asker: str | None = None, limit: int = 50, status: str | None = None) -> list[dict[str, Any]]:
-        """Questions newest first, of one asker and of one status (``out_of_scope``: the maintainers' triage list)."""
+    def list(self, asker: str | None = None, limit: int = 50, status: str | None = None,
+             after: Position | None = None) -> list[dict[str, Any]]:
+        """Questions newest first, of one asker and of one status (``out_of_scope``: the maintainers' triage list),
+        from just after ``after`` (the last one of the previous page)."""
         with self.session.begin() as session:
-            query = select(QuestionRow).order_by(QuestionRow.created_at.desc()).limit(limit)
+            query = newest_first(select(QuestionRow), QuestionRow.created_at, QuestionRow.id, after).limit(limit)
             if asker is not None:
                 query = query.where(QuestionRow.asker == asker)
             if status is not None:

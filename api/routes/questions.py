@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
+from api.paging import CURSOR_HELP, CURSOR_PATTERN, decode_cursor, page
 from api.schemas import QuestionStatus, QuestionSummary, QuestionView
 from api.security import Principal, require
 from api.service import Service
@@ -83,11 +85,16 @@ def ask(body: QuestionIn, p: Annotated[Principal, Depends(principal)], svc: Anno
 
 @router.get("")
 def list_questions(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)],
-                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                   status: QuestionStatus | None = None) -> list[QuestionSummary]:
-    """Your questions, newest first (maintainers: everyone's; ``status=out_of_scope`` is their triage list)."""
+                   request: Request, response: Response, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                   status: QuestionStatus | None = None,
+                   cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_HELP)] = None,
+                   ) -> list[QuestionSummary]:
+    """Your questions, newest first (maintainers: everyone's; ``status=out_of_scope`` is their triage list); when
+    more follow, the ``X-Next-Cursor`` header gives the next page's ``cursor``."""
     require(p, "enterprise", "maintainer")
-    return [QuestionSummary.model_validate(q) for q in svc.questions.list(_own(p), limit, status)]
+    found = svc.questions.list(_own(p), limit + 1, status, decode_cursor(cursor))
+    shown = page(found, limit, lambda q: (datetime.fromisoformat(q["created_at"].removesuffix("Z")), q["id"]), request, response)
+    return [QuestionSummary.model_validate(q) for q in shown]
 
 
 @router.get("/{question_id}", response_model_exclude_unset=True)

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import principal, role, service
 from api.errors import ERROR_RESPONSES
+from api.paging import CURSOR_HELP, CURSOR_PATTERN, decode_cursor, page
 from api.routes.jobs import JobOut, job_url
 from api.schemas import NOT_BLANK, TicketOut, TicketStatus
 from api.security import Principal, require
@@ -74,16 +75,20 @@ def _visible(svc: Service, p: Principal, ticket: Ticket) -> Ticket:
 
 @router.get("")
 def list_tickets(p: Annotated[Principal, Depends(principal)], svc: Annotated[Service, Depends(service)],
-                 status: TicketStatus | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 100) -> list[TicketOut]:
-    """Craftsmen: routed to you or open in your trades. Enterprises: your own. Maintainers: all."""
-    queue = svc.engine.queue
+                 request: Request, response: Response, status: TicketStatus | None = None,
+                 limit: Annotated[int, Query(ge=1, le=200)] = 100,
+                 cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, description=CURSOR_HELP)] = None,
+                 ) -> list[TicketOut]:
+    """Craftsmen: routed to you or open in your trades. Enterprises: your own. Maintainers: all. Newest first; when
+    more follow, the ``X-Next-Cursor`` header gives the next page's ``cursor``."""
+    queue, after = svc.engine.queue, decode_cursor(cursor)
     if p.role == "craftsman":
-        tickets = queue.list(status=status, craftsman=p.principal, trades=_trades(svc, p), limit=limit)
+        tickets = queue.list(status=status, craftsman=p.principal, trades=_trades(svc, p), limit=limit + 1, after=after)
     elif p.role == "enterprise":
-        tickets = queue.list(status=status, asker=p.principal, limit=limit)
+        tickets = queue.list(status=status, asker=p.principal, limit=limit + 1, after=after)
     else:
-        tickets = queue.list(status=status, limit=limit)
-    return [_out(t, p) for t in tickets]
+        tickets = queue.list(status=status, limit=limit + 1, after=after)
+    return [_out(t, p) for t in page(tickets, limit, lambda t: (t.created_at, t.id), request, response)]
 
 
 @router.get("/{ticket_id}")

@@ -97,6 +97,7 @@ def make_server(tmp_path_factory, embedder, cache, cache_path, name: str = "serv
         "maintainer": store.create("maintainer", "ops")[0],
         "ent_a": store.create("enterprise", "企业A", "ent-a")[0],
         "ent_b": store.create("enterprise", "企业B", "ent-b")[0],
+        "ent_c": store.create("enterprise", "企业C", "ent-c")[0],  # asks only in the paging test: its lists are known
         "welder": store.create("craftsman", "李红", "cm-m-2")[0],
         "cnc": store.create("craftsman", "赵强", "cm-m-3")[0],
     }

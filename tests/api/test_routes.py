@@ -207,3 +207,38 @@ def test_the_role_is_checked_before_the_body(server, who, method, path, body):
     with server.client(who) as c:
         r = c.request(method, path, json=body)
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+
+
+def _pages(client, path: str, limit: int, between=None) -> list[list[str]]:
+    """Every page of a list route, following X-Next-Cursor; ``between`` runs after the first page."""
+    pages, cursor = [], None
+    while True:
+        r = client.get(path, params={"limit": limit, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        pages.append([item["id"] for item in r.json()])
+        cursor = r.headers.get("X-Next-Cursor")
+        if cursor:
+            assert r.headers["Link"].endswith('rel="next"') and f"cursor={cursor}" in r.headers["Link"]
+        if between and len(pages) == 1:
+            between()
+        if not cursor:
+            return pages
+
+
+def test_lists_page_with_a_cursor_neither_skipping_nor_repeating_when_new_items_arrive(server):
+    questions = ["不锈钢管氩弧焊打底背面发黑", "数控车床主轴异响", "带式输送机跑偏怎么调整", "液压站油温高", "焊缝气孔怎么预防"]
+    with server.client("ent_c") as c:
+        for q in questions:
+            assert c.post("/v1/questions", json={"question": q}).status_code == 201
+        everything = [q["id"] for q in c.get("/v1/questions").json()]
+        late = []
+        pages = _pages(c, "/v1/questions", 2, between=lambda: late.append(
+            c.post("/v1/questions", json={"question": "车床尾座顶尖发热"}).json()["id"]))
+        tickets = [t["id"] for t in c.get("/v1/tickets").json()]
+        ticket_pages = _pages(c, "/v1/tickets", 1)
+        bad = c.get("/v1/questions", params={"cursor": "not-a-cursor"})
+    assert len(everything) == 5 and [len(p) for p in pages] == [2, 2, 1]
+    assert sum(pages, []) == everything  # newest first, each once; the one asked meanwhile is newer than the first page
+    assert late and late[0] not in sum(pages, [])
+    assert len(tickets) >= 2 and sum(ticket_pages, []) == tickets and all(len(p) == 1 for p in ticket_pages)
+    assert bad.status_code == 422 and "X-Next-Cursor" in bad.json()["error"]["message"]

@@ -4,7 +4,7 @@ default the local test role .ci/run creates; those cases skip with a reason when
 Each race starts its threads at one barrier and is repeated TRIALS times; a transition is a compare-and-set,
 so exactly one racer wins it and every acknowledged change is in the final row."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import numpy as np
@@ -195,6 +195,27 @@ def test_a_craftsmans_list_honours_limit_exactly_newest_first(queue):
         assert [t.id for t in queue.list(craftsman=craftsman, trades=[trade], limit=limit)] == newest_first[:limit]
     queue.claim(visible[-1].id, craftsman)
     assert [t.id for t in queue.list(status="claimed", craftsman=craftsman, trades=[trade], limit=5)] == [visible[-1].id]
+
+
+def test_a_craftsmans_list_pages_from_a_position_with_tickets_created_in_the_same_instant(queue, monkeypatch):
+    """Pages continue after (created_at, id): tickets stamped with the very same time are neither skipped nor repeated."""
+    import rag.escalate
+
+    craftsman, instant = uid("cm"), datetime(2026, 12, 1, 9, 0, 0, 123456)
+    monkeypatch.setattr(rag.escalate, "utcnow", lambda: instant)
+    same = [open_ticket(queue, [craftsman]) for _ in range(5)]
+    monkeypatch.undo()
+    newer = open_ticket(queue, [craftsman])
+    everything = [t.id for t in queue.list(craftsman=craftsman, limit=50)]
+    assert everything == [newer.id] + sorted((t.id for t in same), reverse=True)
+    pages, after = [], None
+    while True:
+        found = queue.list(craftsman=craftsman, limit=2, after=after)
+        if not found:
+            break
+        pages.append([t.id for t in found])
+        after = (found[-1].created_at, found[-1].id)
+    assert sum(pages, []) == everything and [len(p) for p in pages] == [2, 2, 2]
 
 
 def test_the_daily_quota_admits_exactly_quota_tickets_from_concurrent_creates(db):
