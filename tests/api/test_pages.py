@@ -75,3 +75,17 @@ def test_unhelpful_answer_goes_to_a_craftsman_in_one_click(browser, server):
     with server.client("ent_b") as client:
         ticket = client.get(f"/v1/tickets/{ticket_id}").json()
     assert ticket["context"][0]["kind"] == "given_answer" and ticket["context"][0]["snippet"].startswith("SV0401")
+
+
+def test_a_missing_or_wrong_key_is_explained_in_chinese_on_the_page(browser, server):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.fill("#question", "焊缝气孔怎么预防")
+    page.click("#ask")
+    playwright.expect(page.locator("#error")).to_contain_text("API 密钥未填写或无效", timeout=30_000)
+    page.fill("#key", "jx_not-a-key")
+    page.click("#save-key")
+    page.click("#ask")
+    playwright.expect(page.locator("#error")).to_contain_text("请在页面上方填入密钥并保存", timeout=30_000)
+    context.close()
