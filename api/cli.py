@@ -853,7 +853,7 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
     import numpy as np
 
     from eval.answers import answer_report, scope_probabilities, with_scope
-    from eval.report import write_report
+    from eval.report import interval, write_report
     from eval.run import machine
     from rag.questions import QuestionLog
 
@@ -886,12 +886,14 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
     a = report["answers"]
     r = a["routing"]
     b = a["raw_cosine_baseline"]
-    out.print(f"{names}, threshold {engine.threshold:.2f}:", highlight=False)
-    out.print(f"  coverage {a['coverage']:.3f} of answerable, precision {a['precision']:.3f} of {a['answered']} automatic answers", highlight=False)
-    out.print(f"  not answered: {a['unanswerable_escalated']:.3f} of in-domain unanswerable, {a['not_answered_all_unanswerable']:.3f} of all "
+    ci = lambda name: interval(a, name)  # noqa: E731
+    out.print(f"{names}, threshold {engine.threshold:.2f} (in brackets: 95% intervals):", highlight=False)
+    out.print(f"  coverage {a['coverage']:.3f}{ci('coverage')} of answerable, precision {a['precision']:.3f}{ci('precision')} of "
+              f"{a['answered']} automatic answers", highlight=False)
+    out.print(f"  not answered: {a['unanswerable_escalated']:.3f}{ci('unanswerable_escalated')} of in-domain unanswerable, {a['not_answered_all_unanswerable']:.3f} of all "
               f"unanswerable incl. out-of-domain; ECE {a.get('ece_in_domain', float('nan')):.3f} in-domain, {a['ece']:.3f} over all", highlight=False)
-    out.print(f"  out of scope: {a['ood_to_craftsman']:.3f} of out-of-domain questions reach a craftsman, "
-              f"{a['uncovered_declined']:.3f} of in-domain uncovered ones declined", highlight=False)
+    out.print(f"  out of scope: {a['ood_to_craftsman']:.3f}{ci('ood_to_craftsman')} of out-of-domain questions reach a craftsman, "
+              f"{a['uncovered_declined']:.3f}{ci('uncovered_declined')} of in-domain uncovered ones declined", highlight=False)
     if r["first_craftsman_in_gold_trade"] is not None:
         out.print(f"  routing: first routed craftsman in the gold trade for {r['first_craftsman_in_gold_trade']:.3f} of "
                   f"{r['escalated_answerable']} escalated answerable questions ({r['first_craftsman_in_gold_trade_all']:.3f} of all "

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.datasets import Dataset, Query
+from eval.metrics import wilson
 from indexer.errors import DatasetError
 from rag.answer import SQ_DIRECT
 from rag.confidence import Calibrator, confidence_features, fit_logistic, out_of_fold
@@ -188,11 +189,17 @@ def decision(observations: Sequence[Observation], confidences: np.ndarray, thres
         "unanswerable_escalated": float((~answered & unanswerable).sum() / max(unanswerable.sum(), 1)),
         "not_answered_all_unanswerable": float((~answered & ~answerable).sum() / max((~answerable).sum(), 1)),
     }
+    counts = {"precision": ((answered & right).sum(), n_answered), "coverage": ((answered & answerable).sum(), answerable.sum()),
+              "unanswerable_escalated": ((~answered & unanswerable).sum(), unanswerable.sum())}
     if in_scope is not None:
         uncovered = groups == "uncovered"
         out["ood_to_craftsman"] = float((~answered & ood & in_scope).sum() / ood.sum()) if ood.any() else 0.0
         out["uncovered_declined"] = float((~answered & uncovered & ~in_scope).sum() / uncovered.sum()) if uncovered.any() else 0.0
         out["answerable_declined"] = float((~answered & answerable & ~in_scope).sum() / answerable.sum()) if answerable.any() else 0.0
+        counts.update(ood_to_craftsman=((~answered & ood & in_scope).sum(), ood.sum()),
+                      uncovered_declined=((~answered & uncovered & ~in_scope).sum(), uncovered.sum()))
+    # how far each share can be from the true one, given how many questions it is measured on
+    out["intervals"] = {name: [round(v, 4) for v in wilson(int(k), int(n))] for name, (k, n) in counts.items() if n}
     return out
 
 

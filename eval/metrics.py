@@ -64,3 +64,14 @@ def summarise(rankings: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping
 def recall_curve(rankings: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]],
                  ks: Sequence[int] = (1, 2, 3, 5, 10, 20, 50)) -> dict[int, float]:
     return {k: float(np.mean([recall_at(rankings[q], qrels[q], k) for q in rankings])) if rankings else 0.0 for k in ks}
+
+
+def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion: how far a share measured on ``trials`` questions can be from the
+    true one (sound at 0 or 1 and for a few dozen questions, where the normal approximation is not)."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)

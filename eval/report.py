@@ -46,19 +46,27 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines + _answers_md(report)) + "\n"
 
 
+def interval(answers: dict[str, Any], name: str) -> str:
+    """`` [lo–hi]``: the 95% interval of one of the decision's shares, when the report has it."""
+    lo_hi = (answers.get("intervals") or {}).get(name)
+    return f" [{lo_hi[0]:.3f}–{lo_hi[1]:.3f}]" if lo_hi else ""
+
+
 def _answers_md(report: dict[str, Any]) -> list[str]:
     answers = report.get("answers")
     if not answers:
         return []
-    lines = ["", "## Answer or escalate", "", f"Questions: {answers.get('groups')}. Calibration: {report.get('calibration', 'fitted here')}.", "",
-             f"At the default threshold {answers['threshold']:.2f}: precision {answers['precision']:.3f} of "
-             f"{answers['answered']} automatic answers, coverage {answers['coverage']:.3f} of answerable questions, "
-             f"unanswerable escalated {answers['unanswerable_escalated']:.3f}, out-of-domain escalated "
+    ci = lambda name: interval(answers, name)  # noqa: E731
+    lines = ["", "## Answer or escalate", "", f"Questions: {answers.get('groups')}. Calibration: {report.get('calibration', 'fitted here')}.",
+             "In brackets: 95% (Wilson) intervals, how far a share measured on this many questions can lie from the true one.", "",
+             f"At the default threshold {answers['threshold']:.2f}: precision {answers['precision']:.3f}{ci('precision')} of "
+             f"{answers['answered']} automatic answers, coverage {answers['coverage']:.3f}{ci('coverage')} of answerable questions, "
+             f"unanswerable escalated {answers['unanswerable_escalated']:.3f}{ci('unanswerable_escalated')}, out-of-domain escalated "
              f"{answers['ood_escalated']:.3f} ({answers['ood_questions']} questions).", "",
              "| threshold | precision | coverage | out-of-domain escalated |", "|---|---|---|---|"]
     if "ood_to_craftsman" in answers:
-        lines[-2:-2] = [f"Three outcomes: {answers['ood_to_craftsman']:.3f} of out-of-domain questions reach a craftsman "
-                        f"(goal ≤ 0.02); {answers['uncovered_declined']:.3f} of in-domain uncovered questions are declined as out of "
+        lines[-2:-2] = [f"Three outcomes: {answers['ood_to_craftsman']:.3f}{ci('ood_to_craftsman')} of out-of-domain questions reach a craftsman "
+                        f"(goal ≤ 0.02); {answers['uncovered_declined']:.3f}{ci('uncovered_declined')} of in-domain uncovered questions are declined as out of "
                         f"scope (goal ≤ 0.05); {answers['answerable_declined']:.3f} of answerable ones. Calibration error: ECE "
                         f"{answers['ece']:.3f} over all questions, {answers.get('ece_in_domain', float('nan')):.3f} over the in-domain ones.", ""]
     sources = answers.get("by_source") or {}

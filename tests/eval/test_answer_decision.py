@@ -1,8 +1,10 @@
 """The answer / escalate / out-of-scope figures count what they say, overall and per set a question comes from."""
 
 import numpy as np
+import pytest
 
 from eval.answers import OOD_SOURCE, Observation, answer_report, by_source, decision
+from eval.metrics import wilson
 
 
 def observation(query_id: str, group: str, right: bool, source: str, direct: bool = False) -> Observation:
@@ -34,6 +36,18 @@ def test_precision_counts_every_automatic_answer_and_coverage_only_answerable_qu
     assert d["coverage"] == 3 / 4
     assert d["uncovered_declined"] == 2 / 4  # r-1 and o-3 of f-5, r-1, r-2, o-3
     assert d["ood_to_craftsman"] == 1 / 2
+    assert d["intervals"]["precision"] == [round(v, 4) for v in wilson(2, 4)]
+    assert d["intervals"]["uncovered_declined"] == [round(v, 4) for v in wilson(2, 4)]
+    assert d["intervals"]["ood_to_craftsman"] == [round(v, 4) for v in wilson(1, 2)]
+
+
+def test_the_wilson_interval_holds_the_measured_share_and_narrows_with_more_questions():
+    assert wilson(0, 10) == pytest.approx((0.0, 3.8416 / 13.8416))  # nothing seen in 10: up to 28% stays plausible
+    assert wilson(0, 10)[1] > wilson(0, 100)[1] > wilson(0, 1000)[1]
+    lo, hi = wilson(9, 110)
+    assert lo < 9 / 110 < hi and round(lo, 3) == 0.044 and round(hi, 3) == 0.148
+    assert wilson(5, 10) == pytest.approx(tuple(reversed([1 - x for x in wilson(5, 10)])))
+    assert wilson(0, 0) == (0.0, 1.0)
 
 
 def test_each_set_says_what_its_questions_became():
