@@ -169,8 +169,9 @@ def by_source(observations: Sequence[Observation], confidences: np.ndarray, thre
 
 
 def decision(observations: Sequence[Observation], confidences: np.ndarray, threshold: float,
-             in_scope: np.ndarray | None = None) -> dict[str, float]:
-    """Precision, coverage and where the unanswered go, at one answer threshold."""
+             in_scope: np.ndarray | None = None, intervals: bool = True) -> dict[str, float]:
+    """Precision, coverage and where the unanswered go, at one answer threshold (with ``intervals``, each share's 95%
+    Wilson interval too)."""
     answered = np.array([o.direct or c >= threshold for o, c in zip(observations, confidences)])
     right = np.array([o.right for o in observations])
     groups = np.array([o.group for o in observations])
@@ -198,8 +199,8 @@ def decision(observations: Sequence[Observation], confidences: np.ndarray, thres
         out["answerable_declined"] = float((~answered & answerable & ~in_scope).sum() / answerable.sum()) if answerable.any() else 0.0
         counts.update(ood_to_craftsman=((~answered & ood & in_scope).sum(), ood.sum()),
                       uncovered_declined=((~answered & uncovered & ~in_scope).sum(), uncovered.sum()))
-    # how far each share can be from the true one, given how many questions it is measured on
-    out["intervals"] = {name: [round(v, 4) for v in wilson(int(k), int(n))] for name, (k, n) in counts.items() if n}
+    if intervals:  # how far each share can be from the true one, given how many questions it is measured on
+        out["intervals"] = {name: [round(v, 4) for v in wilson(int(k), int(n))] for name, (k, n) in counts.items() if n}
     return out
 
 
@@ -224,7 +225,7 @@ def expected_calibration_error(bins: list[dict[str, float]]) -> float:
 def choose_threshold(observations: Sequence[Observation], confidences: np.ndarray, target: float = 0.95) -> float:
     """The lowest threshold whose automatic answers are at least ``target`` precise (most coverage)."""
     for t in np.round(np.arange(0.30, 0.995, 0.01), 2):
-        if decision(observations, confidences, float(t))["precision"] >= target:
+        if decision(observations, confidences, float(t), intervals=False)["precision"] >= target:
             return float(t)
     return 0.99
 
@@ -307,7 +308,7 @@ def fit_ranker(observations: Sequence[Observation], fold: int | None = None) -> 
 
 def answer_report(observations: Sequence[Observation], confidences: np.ndarray, threshold: float,
                   in_scope: np.ndarray | None = None) -> dict:
-    curve = [decision(observations, confidences, float(t)) for t in np.round(np.arange(0.0, 1.0001, 0.02), 2)]
+    curve = [decision(observations, confidences, float(t), intervals=False) for t in np.round(np.arange(0.0, 1.0001, 0.02), 2)]
     report = decision(observations, confidences, threshold, in_scope)
     report["by_source"] = by_source(observations, confidences, threshold, in_scope)
     report["curve"] = curve
