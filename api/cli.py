@@ -489,6 +489,19 @@ def _calibration_part(observations: list, sets: list[str], ood: list[Path], ood_
     return kept, " + ".join(names + [f"{folder.name} [0:{ood_count}]" for folder in ood if folder.exists()])
 
 
+def _fit_trades(engine, observations: list, model_id: str, names: str):
+    """The trade model (``rag.trades``) over the in-domain questions with a gold trade, and its out-of-fold figures."""
+    import numpy as np
+
+    from rag.scope import SCOPE_EXTRAS
+    from rag.trades import fit_trade_model
+
+    rows = [o for o in observations if o.in_domain and o.trade]
+    x = np.stack([o.scope[:-len(SCOPE_EXTRAS)] for o in rows])  # the question embedding (scope_features' head)
+    return fit_trade_model(x, [o.trade for o in rows], [o.query_id for o in rows], engine.live.get().directory.trades(),
+                           model_id, fitted_on=names)
+
+
 @app.command()
 def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelled set to fit on, DIR or DIR:PART (repeat)")] = None,
         ood: Annotated[Optional[list[Path]], typer.Option(help="out-of-domain question sets (cail2019-dev, qbqtc-dev)")] = None,
@@ -558,6 +571,7 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         scope_only = [o for o in scope_only if o.group == "ood" and texts.get(o.query_id) not in repeated]
         scope_names += f" (scope model only: {len(scope_only)} out of domain; judged industrial and repeated texts left out)"
         scope, scope_oof = fit_scope(observations + scope_only, model_id, fitted_on=f"{names} + {scope_names}")
+        trade_model, trade_figures = _fit_trades(engine, observations, model_id, names)
         with_scope(observations, scope_probabilities(observations, scope, scope_oof))
         observations, calibrated_on = _calibration_part(observations, [s for s in (calibrate_on or CALIBRATION_SETS)
                                                                        if s in sets] or sets, ood, ood_count)
@@ -567,12 +581,15 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         fail(exc)
     calibrator.save(values.index_dir / "calibration.json")
     scope.save(values.index_dir / "scope.json")
+    trade_model.save(values.index_dir / "trades.json")
     if ship:
         calibrator.save(MODELS / "calibration.json")
         scope.save(MODELS / "scope.json")
+        trade_model.save(MODELS / "trades.json")
     in_scope = probabilities >= scope.threshold
     report = {"dataset": f"{calibrated_on} (fit parts, out-of-fold)", "scope_fitted_on": scope.fitted_on, "machine": machine(),
-              "answers": answer_report(observations, oof, calibrator.threshold, in_scope), "ranker_out_of_fold": cv}
+              "answers": answer_report(observations, oof, calibrator.threshold, in_scope), "ranker_out_of_fold": cv,
+              "trade_model_out_of_fold": trade_figures}
     write_report(report, out_dir)
     if cv:
         out.print(f"ranker out-of-fold MRR@10 {cv['ranked_mrr@10']:.3f} vs fused order {cv['fused_mrr@10']:.3f} (same candidates)", highlight=False)
@@ -581,6 +598,10 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
               f"out-of-domain escalated {a['ood_escalated']:.3f}, ECE {a['ece']:.3f}; scope threshold {scope.threshold:.3f}: "
               f"out-of-domain to craftsmen {a['ood_to_craftsman']:.3f}, uncovered declined {a['uncovered_declined']:.3f} "
               f"(out-of-fold, fit parts); saved {values.index_dir / 'calibration.json'} and scope.json", highlight=False)
+    t = trade_figures
+    out.print(f"trade model, threshold {t['threshold']:.3f}: {t['uncovered_labelled_own_trade']:.3f} of {t['uncovered_trade_questions']} "
+              f"questions of trades no craftsman covers filed under their own trade, {t['covered_mislabelled']:.3f} of "
+              f"{t['covered_trade_questions']} of covered trades under an uncovered one (out-of-fold); saved trades.json", highlight=False)
 
 
 @app.command()
@@ -900,6 +921,11 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
                   f"{r['all_answerable']})", highlight=False)
     out.print(f"  raw dense-cosine threshold (RAGFlow/MaxKB/Dify recipe) at precision ≥ {b['target_precision']:.3f}: "
               f"coverage {b['coverage']:.3f} (threshold {b['threshold']})", highlight=False)
+    t = a["trade_labels"]
+    if t["uncovered_trade_questions"]:
+        out.print(f"  trade labels: {t['labelled_own_trade']:.3f} of {t['uncovered_trade_questions']} in-domain questions of trades no "
+                  f"craftsman covers filed under their own trade ({t['labelled_any']:.3f} under any uncovered one); "
+                  f"{t['covered_mislabelled']:.3f} of {t['covered_trade_questions']} of covered trades under an uncovered one", highlight=False)
     out.print(f"  feedback so far: {feedback['helpful']} helpful, {feedback['unhelpful']} unhelpful", highlight=False)
     out.print(f"report: {', '.join(str(p) for p in written)}", highlight=False)
 

@@ -55,6 +55,8 @@ class Observation:
     routed_trade_hit: bool | None = None  # the first routed craftsman works in the gold trade
     source: str = ""  # the labelled set (and part) the question comes from, or the out-of-domain sets
     known_code: bool = False  # names a code its top records hold: in scope whatever the scope model says
+    labelled_trade: str = ""  # the uncovered trade the trade model labels an in-domain question with ('' if none) …
+    trade_covered: bool | None = None  # … and whether a craftsman covers its gold trade (None: no gold trade)
 
     @property
     def fold(self) -> int:
@@ -135,12 +137,15 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
             _, routes = engine.routing(version, query.text, ranked, vector)
             record = version.records.get(routes[0].craftsman_id) if routes else None
             hit = bool(record is not None and query.trade in record.trades)
+        in_domain = group in IN_DOMAIN
+        covered = version.directory.trades() if in_domain and query.trade else ()
         out.append(Observation(
             query.id, group, right, direct, confidence_features(ranked), feature_matrix(head),
             np.array([_label(qrels.get(s.candidate.record_id, 0), best) for s in head]),
             engine.scope_input(version, query.text, ranked, terms, vector), dense_cos,
             bool(dense_top and qrels and qrels.get(dense_top.candidate.record_id, 0) == best), query.trade, hit,
-            source, engine.names_known_code(version, query.text, ranked)))
+            source, engine.names_known_code(version, query.text, ranked),
+            (engine.uncovered_trade(version, vector) or "") if in_domain else "", query.trade in covered if covered else None))
         if on_query:
             on_query()
     return out
@@ -329,7 +334,20 @@ def answer_report(observations: Sequence[Observation], confidences: np.ndarray, 
         "first_craftsman_in_gold_trade_all": float(np.mean([o.routed_trade_hit for o in routed])) if routed else None,
     }
     report["raw_cosine_baseline"] = raw_cosine_baseline(observations, report["precision"])
+    report["trade_labels"] = trade_labels(observations)
     return report
+
+
+def trade_labels(observations: Sequence[Observation]) -> dict[str, float | int]:
+    """How the trade model files in-domain questions: those of a trade no craftsman covers under their own trade, and
+    those of a covered trade (wrongly) under an uncovered one."""
+    uncovered = [o for o in observations if o.trade_covered is False]
+    covered = [o for o in observations if o.trade_covered]
+    return {"uncovered_trade_questions": len(uncovered),
+            "labelled_own_trade": float(np.mean([o.labelled_trade == o.trade for o in uncovered])) if uncovered else 0.0,
+            "labelled_any": float(np.mean([bool(o.labelled_trade) for o in uncovered])) if uncovered else 0.0,
+            "covered_trade_questions": len(covered),
+            "covered_mislabelled": float(np.mean([bool(o.labelled_trade) for o in covered])) if covered else 0.0}
 
 
 def ranker_cv(observations: Sequence[Observation], fusion_k: float, w_dense: float) -> dict[str, float]:

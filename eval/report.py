@@ -82,6 +82,12 @@ def _answers_md(report: dict[str, Any]) -> list[str]:
         lines[-2:-2] = [f"Routing: the first routed craftsman works in the question's gold trade for "
                         f"{routing['first_craftsman_in_gold_trade']:.3f} of {routing['escalated_answerable']} escalated answerable questions "
                         f"({routing['first_craftsman_in_gold_trade_all']:.3f} of all {routing['all_answerable']} answerable ones).", ""]
+    labels = answers.get("trade_labels") or {}
+    if labels.get("uncovered_trade_questions"):
+        lines[-2:-2] = [f"Trade labels (rag/trades.py): {labels['labelled_own_trade']:.3f} of {labels['uncovered_trade_questions']} in-domain "
+                        f"questions of trades no craftsman covers are filed under their own trade ({labels['labelled_any']:.3f} under "
+                        f"any uncovered one), {labels['covered_mislabelled']:.3f} of {labels['covered_trade_questions']} questions of "
+                        f"covered trades under an uncovered one.", ""]
     baseline = answers.get("raw_cosine_baseline") or {}
     if baseline:
         lines[-2:-2] = [f"The anchors' recipe (RAGFlow, MaxKB, Dify: a raw threshold on the top dense cosine), its threshold "

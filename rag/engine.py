@@ -38,6 +38,7 @@ from rag.generate import Generator, GeneratorConfig
 from rag.escalate import Route, Ticket, TicketQueue, candidates, route
 from rag.rank import RankerWeights, Scored, rank_hybrid
 from rag.scope import ScopeModel, load_scope_model, named_codes, scope_features
+from rag.trades import TradeModel, load_trade_model
 from rag.retrieve import DEFAULT_FUSION, FusionParams, HybridRetriever
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ class Engine:
         self.ranker_weights = ranker_weights or RankerWeights.load()
         self._calibrator = calibrator
         self._scope: ScopeModel | None | bool = False  # False: not loaded yet
+        self._trades: TradeModel | None | bool = False
         self._reranker = None
         self.build_lock = threading.Lock()
         self._merge_lock = threading.Lock()
@@ -196,6 +198,17 @@ class Engine:
         if self._scope is False:
             self._scope = load_scope_model(self.config.index_dir, self.live.embedder.model_id)
         return self._scope  # type: ignore[return-value]
+
+    @property
+    def trade_model(self) -> TradeModel | None:
+        if self._trades is False:
+            self._trades = load_trade_model(self.config.index_dir, self.live.embedder.model_id)
+        return self._trades  # type: ignore[return-value]
+
+    def uncovered_trade(self, version: IndexVersion, vector: np.ndarray) -> str | None:
+        """The question's trade when no craftsman covers it and the trade model is sure of it (``rag.trades``)."""
+        model = self.trade_model
+        return model.uncovered_label(vector, version.directory.trades()) if model is not None else None
 
     def in_scope(self, version: IndexVersion, question: str, ranked: list[Scored], terms: list[str] | None = None,
                  vector: np.ndarray | None = None) -> float:
@@ -377,7 +390,8 @@ class Engine:
 
     def routing(self, version: IndexVersion, question: str, ranked: list[Scored],
                 vector: np.ndarray | None = None) -> tuple[list[str], list[Route]]:
-        """The question's trades (from the top records) and the craftsmen best placed to answer it."""
+        """The question's trades (from the top records; first, a trade no craftsman covers when the trade model labels
+        the question with it) and the craftsmen best placed to answer it."""
         weight: dict[str, float] = {}
         top = [s for s in ranked if s.candidate.kind != "craftsman"][:ROUTING_DEPTH]
         records = version.records.get_many(s.candidate.record_id for s in top)
@@ -387,6 +401,9 @@ class Engine:
         best = max(weight.values(), default=0.0)
         trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best][:3]
         vector = version.embedder.embed_queries([question])[0] if vector is None else vector
+        label = self.uncovered_trade(version, vector)
+        if label:  # filed under its own trade; the voted ones still find the craftsmen
+            trades = [label, *trades[:2]]
         pool = candidates(trades, version.directory.craftsmen())  # only the load of those a route may name is read
         return trades, route(question, vector, trades, pool, self.queue.open_load([p.record.id for p in pool]))
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eval.answers import OOD_SOURCE, Observation, answer_report, by_source, decision
+from eval.answers import OOD_SOURCE, Observation, answer_report, by_source, decision, trade_labels
 from eval.metrics import wilson
 
 
@@ -65,3 +65,16 @@ def test_each_set_says_what_its_questions_became():
     assert report["by_source"] == parts
     totals = {key: sum(p[key] for p in parts.values()) for key in ("answered_right", "answered_wrong")}
     assert totals["answered_right"] + totals["answered_wrong"] == report["answered"]
+
+
+def test_trade_labels_count_uncovered_trades_filed_under_their_own_and_covered_ones_mislabelled():
+    def labelled(query_id, trade, covered, label):
+        o = observation(query_id, "uncovered" if not covered else "answerable", False, "field-heldout")
+        o.trade, o.trade_covered, o.labelled_trade = trade, covered, label
+        return o
+
+    observations = [labelled("u-1", "注塑", False, "注塑"), labelled("u-2", "注塑", False, "压铸"), labelled("u-3", "电梯", False, ""),
+                    labelled("c-1", "焊接", True, ""), labelled("c-2", "焊接", True, "注塑"), observation("o-1", "ood", False, OOD_SOURCE)]
+    t = trade_labels(observations)
+    assert t == {"uncovered_trade_questions": 3, "labelled_own_trade": 1 / 3, "labelled_any": 2 / 3,
+                 "covered_trade_questions": 2, "covered_mislabelled": 1 / 2}
