@@ -490,13 +490,16 @@ def _calibration_part(observations: list, sets: list[str], ood: list[Path], ood_
 
 
 def _fit_trades(engine, observations: list, model_id: str, names: str):
-    """The trade model (``rag.trades``) over the in-domain questions with a gold trade, and its out-of-fold figures."""
+    """The trade model (``rag.trades``) over the in-domain questions with a gold trade, and its out-of-fold figures;
+    (None, {}) when the sets name fewer than two trades."""
     import numpy as np
 
     from rag.scope import SCOPE_EXTRAS
     from rag.trades import fit_trade_model
 
     rows = [o for o in observations if o.in_domain and o.trade]
+    if len({o.trade for o in rows}) < 2:
+        return None, {}
     x = np.stack([o.scope[:-len(SCOPE_EXTRAS)] for o in rows])  # the question embedding (scope_features' head)
     return fit_trade_model(x, [o.trade for o in rows], [o.query_id for o in rows], engine.live.get().directory.trades(),
                            model_id, fitted_on=names)
@@ -581,11 +584,13 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
         fail(exc)
     calibrator.save(values.index_dir / "calibration.json")
     scope.save(values.index_dir / "scope.json")
-    trade_model.save(values.index_dir / "trades.json")
+    if trade_model is not None:
+        trade_model.save(values.index_dir / "trades.json")
     if ship:
         calibrator.save(MODELS / "calibration.json")
         scope.save(MODELS / "scope.json")
-        trade_model.save(MODELS / "trades.json")
+        if trade_model is not None:
+            trade_model.save(MODELS / "trades.json")
     in_scope = probabilities >= scope.threshold
     report = {"dataset": f"{calibrated_on} (fit parts, out-of-fold)", "scope_fitted_on": scope.fitted_on, "machine": machine(),
               "answers": answer_report(observations, oof, calibrator.threshold, in_scope), "ranker_out_of_fold": cv,
@@ -599,9 +604,12 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
               f"out-of-domain to craftsmen {a['ood_to_craftsman']:.3f}, uncovered declined {a['uncovered_declined']:.3f} "
               f"(out-of-fold, fit parts); saved {values.index_dir / 'calibration.json'} and scope.json", highlight=False)
     t = trade_figures
-    out.print(f"trade model, threshold {t['threshold']:.3f}: {t['uncovered_labelled_own_trade']:.3f} of {t['uncovered_trade_questions']} "
-              f"questions of trades no craftsman covers filed under their own trade, {t['covered_mislabelled']:.3f} of "
-              f"{t['covered_trade_questions']} of covered trades under an uncovered one (out-of-fold); saved trades.json", highlight=False)
+    if trade_model is None:
+        out.print("trade model: not fitted (the sets name fewer than two trades)", highlight=False)
+    else:
+        out.print(f"trade model, threshold {t['threshold']:.3f}: {t['uncovered_labelled_own_trade']:.3f} of {t['uncovered_trade_questions']} "
+                  f"questions of trades no craftsman covers labelled with their own trade, {t['covered_mislabelled']:.3f} of "
+                  f"{t['covered_trade_questions']} of covered trades with an uncovered one (out-of-fold); saved trades.json", highlight=False)
 
 
 @app.command()
@@ -924,8 +932,9 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
     t = a["trade_labels"]
     if t["uncovered_trade_questions"]:
         out.print(f"  trade labels: {t['labelled_own_trade']:.3f} of {t['uncovered_trade_questions']} in-domain questions of trades no "
-                  f"craftsman covers filed under their own trade ({t['labelled_any']:.3f} under any uncovered one); "
-                  f"{t['covered_mislabelled']:.3f} of {t['covered_trade_questions']} of covered trades under an uncovered one", highlight=False)
+                  f"craftsman covers labelled with their own trade ({t['labelled_any']:.3f} with any uncovered one; escalated, "
+                  f"they are filed under it); {t['covered_mislabelled']:.3f} of {t['covered_trade_questions']} of covered trades "
+                  f"with an uncovered one", highlight=False)
     out.print(f"  feedback so far: {feedback['helpful']} helpful, {feedback['unhelpful']} unhelpful", highlight=False)
     out.print(f"report: {', '.join(str(p) for p in written)}", highlight=False)
 

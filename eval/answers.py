@@ -339,8 +339,9 @@ def answer_report(observations: Sequence[Observation], confidences: np.ndarray, 
 
 
 def trade_labels(observations: Sequence[Observation]) -> dict[str, float | int]:
-    """How the trade model files in-domain questions: those of a trade no craftsman covers under their own trade, and
-    those of a covered trade (wrongly) under an uncovered one."""
+    """How the trade model labels in-domain questions (an escalated one is filed under its label), whatever the
+    decision: those of a trade no craftsman covers with their own trade, those of a covered trade (wrongly) with an
+    uncovered one."""
     uncovered = [o for o in observations if o.trade_covered is False]
     covered = [o for o in observations if o.trade_covered]
     return {"uncovered_trade_questions": len(uncovered),

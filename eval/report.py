@@ -85,9 +85,9 @@ def _answers_md(report: dict[str, Any]) -> list[str]:
     labels = answers.get("trade_labels") or {}
     if labels.get("uncovered_trade_questions"):
         lines[-2:-2] = [f"Trade labels (rag/trades.py): {labels['labelled_own_trade']:.3f} of {labels['uncovered_trade_questions']} in-domain "
-                        f"questions of trades no craftsman covers are filed under their own trade ({labels['labelled_any']:.3f} under "
-                        f"any uncovered one), {labels['covered_mislabelled']:.3f} of {labels['covered_trade_questions']} questions of "
-                        f"covered trades under an uncovered one.", ""]
+                        f"questions of trades no craftsman covers are labelled with their own trade ({labels['labelled_any']:.3f} with "
+                        f"any uncovered one; escalated, a question is filed under its label), {labels['covered_mislabelled']:.3f} of "
+                        f"{labels['covered_trade_questions']} questions of covered trades with an uncovered one.", ""]
     baseline = answers.get("raw_cosine_baseline") or {}
     if baseline:
         lines[-2:-2] = [f"The anchors' recipe (RAGFlow, MaxKB, Dify: a raw threshold on the top dense cosine), its threshold "

@@ -29,8 +29,8 @@ Position = tuple[datetime, str]  # where a newest-first page ended: its last row
 
 def newest_first(query: Select, created_at: Any, row_id: Any, after: Position | None = None) -> Select:
     """``query`` ordered newest first (ties by id, so the order is total), from just after ``after`` when given: keyset
-    pagination, which neither skips nor repeats a row when new ones arrive between pages, at the cost of one index
-    range scan whatever the page's depth."""
+    pagination, which neither skips nor repeats a row when new ones arrive between pages, and costs the same at any
+    depth (no OFFSET to count through)."""
     if after is not None:
         at, last = after
         query = query.where(or_(created_at < at, and_(created_at == at, row_id < last)))

@@ -147,6 +147,12 @@ def published_record_id(ticket_id: str) -> str:
     return f"sq-craft-{ticket_id.lower()}"
 
 
+def published_trade(trades: list[str], covered: list[str]) -> str:
+    """The trade a published answer is filed under: the ticket's first trade a craftsman covers (a trade model's label
+    for an uncovered trade files the ticket, not the corpus, which keeps the craftsmen's trades), else its first."""
+    return next((t for t in trades if t in covered), (trades or ["综合"])[0])
+
+
 def craftsman_card(record: Craftsman) -> dict[str, Any]:
     return {"id": record.id, "name": record.name, "honours": list(record.honours),
             "skills": list(record.skills), "trades": list(record.trades), "region": record.region}
@@ -201,8 +207,14 @@ class Engine:
 
     @property
     def trade_model(self) -> TradeModel | None:
+        """The trade model, or None. It only files tickets, so one that cannot be read is logged and done without
+        rather than failing every escalation."""
         if self._trades is False:
-            self._trades = load_trade_model(self.config.index_dir, self.live.embedder.model_id)
+            try:
+                self._trades = load_trade_model(self.config.index_dir, self.live.embedder.model_id)
+            except (OSError, ValueError, TypeError) as exc:
+                log.error("trade model not loaded, tickets are filed under their voted trades only: %s", exc)
+                self._trades = None
         return self._trades  # type: ignore[return-value]
 
     def uncovered_trade(self, version: IndexVersion, vector: np.ndarray) -> str | None:
@@ -390,8 +402,8 @@ class Engine:
 
     def routing(self, version: IndexVersion, question: str, ranked: list[Scored],
                 vector: np.ndarray | None = None) -> tuple[list[str], list[Route]]:
-        """The question's trades (from the top records; first, a trade no craftsman covers when the trade model labels
-        the question with it) and the craftsmen best placed to answer it."""
+        """The question's trades (voted by the top records; first, a trade no craftsman covers when the trade model
+        labels the question with it) and the craftsmen best placed to answer it (chosen by the voted trades alone)."""
         weight: dict[str, float] = {}
         top = [s for s in ranked if s.candidate.kind != "craftsman"][:ROUTING_DEPTH]
         records = version.records.get_many(s.candidate.record_id for s in top)
@@ -401,11 +413,12 @@ class Engine:
         best = max(weight.values(), default=0.0)
         trades = [t for t, w in sorted(weight.items(), key=lambda kv: -kv[1]) if w >= 0.5 * best][:3]
         vector = version.embedder.embed_queries([question])[0] if vector is None else vector
-        label = self.uncovered_trade(version, vector)
-        if label:  # filed under its own trade; the voted ones still find the craftsmen
-            trades = [label, *trades[:2]]
         pool = candidates(trades, version.directory.craftsmen())  # only the load of those a route may name is read
-        return trades, route(question, vector, trades, pool, self.queue.open_load([p.record.id for p in pool]))
+        routes = route(question, vector, trades, pool, self.queue.open_load([p.record.id for p in pool]))
+        label = self.uncovered_trade(version, vector)
+        if label:  # filed under its own trade first; the voted ones found the craftsmen and keep the open pool
+            trades = [label, *(t for t in trades if t != label)]
+        return trades, routes
 
     def reject(self, ticket_id: str, reason: str) -> Ticket:
         """Close a ticket instead of publishing it (refused while publishing); whatever a failed or killed publish
@@ -451,7 +464,7 @@ class Engine:
                 record = StandardQuestion(
                     id=published_record_id(ticket.id), question=(question or ticket.question).strip(),
                     answer=(answer or ticket.answer or "").strip(), aliases=[],
-                    trade=(ticket.trades or ["综合"])[0], keywords=[],
+                    trade=published_trade(ticket.trades, version.directory.trades()), keywords=[],
                     extra={"source": "craftsman_answer", "ticket": ticket.id, "craftsman": ticket.answered_by,
                            "craftsman_name": craftsman.name if isinstance(craftsman, Craftsman) else ticket.answered_by},
                 )

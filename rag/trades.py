@@ -4,8 +4,8 @@ An escalated question's trades are voted by its top records (``Engine.routing``)
 does not cover takes the trade of whatever records come nearest: an injection-moulding question is filed under 机加工,
 and the programme never sees that enterprises ask about injection moulding with nobody to answer. The trade model
 labels such a question with its own trade, first among the ticket's trades, so the capacity report counts the demand
-under that trade (``no_expert``). Routing is unchanged in effect: no craftsman has the label's trade, so the voted
-trades still pick the craftsmen.
+under that trade (``no_expert``). Routing is unchanged: the craftsmen are chosen by the voted trades alone, which the
+ticket keeps after the label (its open pool too), and a published answer is filed under the first voted trade.
 
 The model is a one-vs-rest logistic regression per trade over the question embedding, fitted with ``jiangxin fit`` on
 the fit parts' in-domain questions with a gold trade. A label is given only when the model's best trade is one no
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,9 +50,14 @@ class TradeModel:
     model_id: str = ""
     fitted_on: str = ""
 
+    def __post_init__(self) -> None:
+        self._arrays = (np.asarray(self.weights, dtype=np.float64), np.asarray(self.bias, dtype=np.float64),
+                        np.asarray(self.mean, dtype=np.float64), np.asarray(self.scale, dtype=np.float64))
+
     def probabilities(self, vector: np.ndarray) -> np.ndarray:
-        z = (np.asarray(vector, dtype=np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
-        return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(self.weights) @ z + np.asarray(self.bias), -40, 40)))
+        weights, bias, mean, scale = self._arrays
+        z = (np.asarray(vector, dtype=np.float64) - mean) / scale
+        return 1.0 / (1.0 + np.exp(-np.clip(weights @ z + bias, -40, 40)))
 
     def best(self, vector: np.ndarray) -> tuple[str, float]:
         p = self.probabilities(vector)
@@ -102,13 +108,13 @@ def fit_trade_model(x: np.ndarray, labels: Sequence[str], ids: Sequence[str], co
     threshold = max(threshold, LABEL_FLOOR)
     labelled = uncovered_best & (p >= threshold)
     own = np.array([b == t for (b, _), t in zip(best, labels)])
-    figures = {"threshold": round(threshold, 4), "questions": len(labels), "covered_trade_questions": int(is_covered.sum()),
+    figures = {"threshold": math.ceil(threshold * 1e4) / 1e4, "questions": len(labels), "covered_trade_questions": int(is_covered.sum()),
                "covered_mislabelled": float(labelled[is_covered].mean()) if is_covered.any() else 0.0,
                "uncovered_trade_questions": int((~is_covered).sum()),
                "uncovered_labelled_own_trade": float((labelled & own)[~is_covered].mean()) if (~is_covered).any() else 0.0,
                "uncovered_labelled_any_uncovered": float(labelled[~is_covered].mean()) if (~is_covered).any() else 0.0}
     final = _fit(x, labels, trades, l2)
-    final.threshold, final.model_id = round(threshold, 4), model_id
+    final.threshold, final.model_id = math.ceil(threshold * 1e4) / 1e4, model_id  # rounded up: never labels more
     final.fitted_on = f"{fitted_on}; threshold labels {figures['covered_mislabelled']:.3f} of covered-trade questions out of fold"
     return final, figures
 

@@ -83,9 +83,10 @@ def test_a_missing_or_wrong_key_is_explained_in_chinese_on_the_page(browser, ser
     page.goto(server.url + "/")
     page.fill("#question", "焊缝气孔怎么预防")
     page.click("#ask")
-    playwright.expect(page.locator("#error")).to_contain_text("API 密钥未填写或无效", timeout=30_000)
+    playwright.expect(page.locator("#error")).to_contain_text("API 密钥未填写或无效：请在页面上方填入密钥并保存。missing API key",
+                                                              timeout=30_000)  # the server's own message after it
     page.fill("#key", "jx_not-a-key")
     page.click("#save-key")
     page.click("#ask")
-    playwright.expect(page.locator("#error")).to_contain_text("请在页面上方填入密钥并保存", timeout=30_000)
+    playwright.expect(page.locator("#error")).to_contain_text("请在页面上方填入密钥并保存。unknown or revoked API key", timeout=30_000)
     context.close()

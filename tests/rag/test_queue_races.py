@@ -4,7 +4,7 @@ default the local test role .ci/run creates; those cases skip with a reason when
 Each race starts its threads at one barrier and is repeated TRIALS times; a transition is a compare-and-set,
 so exactly one racer wins it and every acknowledged change is in the final row."""
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 
 import numpy as np
@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from indexer.errors import Conflict, NotFound, QuotaExceeded
 from indexer.records import Craftsman
 from indexer.version import LiveIndex
-from rag.db import QuestionRow, TicketRow, connect, sessions
+from rag.db import QuestionRow, TicketRow, connect, sessions, utcnow
 from rag.engine import Engine, EngineConfig
 from rag.escalate import CraftsmanProfile, Route, Ticket, TicketQueue, route
 from tests.conftest import MINI
@@ -201,7 +201,7 @@ def test_a_craftsmans_list_pages_from_a_position_with_tickets_created_in_the_sam
     """Pages continue after (created_at, id): tickets stamped with the very same time are neither skipped nor repeated."""
     import rag.escalate
 
-    craftsman, instant = uid("cm"), datetime(2026, 12, 1, 9, 0, 0, 123456)
+    craftsman, instant = uid("cm"), utcnow().replace(microsecond=123456) - timedelta(hours=1)
     monkeypatch.setattr(rag.escalate, "utcnow", lambda: instant)
     same = [open_ticket(queue, [craftsman]) for _ in range(5)]
     monkeypatch.undo()

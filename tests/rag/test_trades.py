@@ -3,6 +3,7 @@
 import numpy as np
 
 from rag.analytics import Analytics
+from rag.engine import published_trade
 from rag.trades import MAX_MISLABELLED, TradeModel, fit_trade_model, load_trade_model
 from tests.rag.test_engine import engine  # noqa: F401  (the mini corpus's engine, a fixture)
 
@@ -54,7 +55,21 @@ def test_an_escalated_question_labelled_with_an_uncovered_trade_is_filed_under_i
     engine._trades = sure_of("注塑", ["焊接", "注塑"], dim)
     labelled = engine.ask(question, "ent-b").ticket
     assert "注塑" not in voted.trades and voted.trades[0] == "焊接"
-    assert labelled.trades[0] == "注塑" and labelled.trades[1:] == voted.trades[:2]
-    assert labelled.routes[0].craftsman_id == voted.routes[0].craftsman_id == "cm-m-2"  # the welder still answers it
+    assert labelled.trades == ["注塑", *voted.trades]  # the voted trades kept: their craftsmen's open pool still has it
+    assert [r.craftsman_id for r in labelled.routes] == [r.craftsman_id for r in voted.routes]  # chosen by the voted trades
+    assert labelled.routes[0].craftsman_id == "cm-m-2"  # the welder still answers it
     capacity = {r.trade: r for r in Analytics(engine.queue.engine, engine.live).capacity().trades}
     assert capacity["注塑"].open_tickets == 1 and capacity["注塑"].no_expert  # the programme sees the demand nobody covers
+
+
+def test_a_published_answer_is_filed_under_the_first_trade_a_craftsman_covers():
+    assert published_trade(["注塑", "机加工", "焊接"], ["焊接", "机加工"]) == "机加工"
+    assert published_trade(["焊接"], ["焊接"]) == "焊接"
+    assert published_trade(["注塑"], ["焊接"]) == "注塑" and published_trade([], ["焊接"]) == "综合"
+
+
+def test_an_unreadable_trade_model_is_done_without(engine, tmp_path, caplog):  # noqa: F811
+    (engine.config.index_dir / "trades.json").write_text('{"trades": ["注塑"], "unexpected": 1}', encoding="utf-8")
+    engine._trades = False
+    assert engine.trade_model is None and "trade model not loaded" in caplog.text
+    assert engine.ask("不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办", "ent-a").status == "escalated"
