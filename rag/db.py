@@ -13,11 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Engine, Float, ForeignKey, Index, Integer, Select, String, Text, and_, create_engine, event, or_,
-                        text)
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import (JSON, Engine, Float, ForeignKey, Index, Integer, Select, String, Text, create_engine, event, inspect, literal,
+                        text, tuple_)
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.schema import CreateIndex
 
 
 def utcnow() -> datetime:
@@ -29,11 +30,13 @@ Position = tuple[datetime, str]  # where a newest-first page ended: its last row
 
 def newest_first(query: Select, created_at: Any, row_id: Any, after: Position | None = None) -> Select:
     """``query`` ordered newest first (ties by id, so the order is total), from just after ``after`` when given: keyset
-    pagination, which neither skips nor repeats a row when new ones arrive between pages, and costs the same at any
-    depth (no OFFSET to count through)."""
+    pagination, which neither skips nor repeats a row when new ones arrive between pages. With an index on
+    (…, created_at, id) a page is one index range scan at any depth: the row-value comparison is what both SQLite and
+    PostgreSQL turn into one (an OR of the two conditions is not; 20,000 rows deep at 100k questions: 11–13 ms against
+    under 2; ``python -m eval.bench_lists``)."""
     if after is not None:
         at, last = after
-        query = query.where(or_(created_at < at, and_(created_at == at, row_id < last)))
+        query = query.where(tuple_(created_at, row_id) < tuple_(literal(at, created_at.type), literal(last, row_id.type)))
     return query.order_by(created_at.desc(), row_id.desc())
 
 
@@ -54,6 +57,9 @@ class QuestionRow(Base):
     ticket_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     index_version: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # newest-first lists (``newest_first``): everyone's for maintainers, one status's for the triage list, one asker's
+    __table_args__ = (Index("ix_questions_created", "created_at", "id"), Index("ix_questions_status_created", "status", "created_at", "id"),
+                      Index("ix_questions_asker_created", "asker", "created_at", "id"))
 
 
 class TicketRow(Base):
@@ -77,7 +83,7 @@ class TicketRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (Index("ix_tickets_dedupe", "asker", "question_key", "created_at"),
-                      Index("ix_tickets_asker_created", "asker", "created_at"))
+                      Index("ix_tickets_asker_created", "asker", "created_at"), Index("ix_tickets_created", "created_at", "id"))
 
 
 class TicketTradeRow(Base):
@@ -351,12 +357,23 @@ def connect(url: str) -> Engine:
     for attempt in range(5):
         try:
             Base.metadata.create_all(engine)
+            _add_missing_indexes(engine)
             break
-        except OperationalError:  # concurrent first start: another process may be creating the schema
-            if attempt == 4:
+        except (OperationalError, ProgrammingError, IntegrityError):  # concurrent first start: another process may be
+            if attempt == 4:                                            # creating the same tables or indexes
                 raise
             time.sleep(0.2 * (attempt + 1))
     return engine
+
+
+def _add_missing_indexes(engine: Engine) -> None:
+    """Indexes added to a table after a database was created (``create_all`` makes only missing tables, with theirs)."""
+    present = {table: {ix["name"] for ix in inspect(engine).get_indexes(table)} for table in inspect(engine).get_table_names()}
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                if index.name not in present.get(table.name, set()):
+                    conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def sessions(engine: Engine) -> sessionmaker:

@@ -338,3 +338,21 @@ def test_tickets_from_before_the_trades_table_reappear_in_the_open_pool(db):
     assert ticket.id not in {t.id for t in queue.list(craftsman="cm-x", trades=["机加工"], limit=1000)}
     restarted = TicketQueue(db)
     assert ticket.id in {t.id for t in restarted.list(craftsman="cm-x", trades=["机加工"], limit=1000)}
+
+
+def test_a_database_from_before_the_list_indexes_gets_them_when_opened(db):
+    """``connect`` adds the indexes added to a table since the database was made (create_all makes only new tables);
+    several processes opening it at once all succeed."""
+    from sqlalchemy import inspect
+
+    url = db.url.render_as_string(hide_password=False)
+    with db.begin() as conn:
+        for name in ("ix_questions_created", "ix_tickets_created"):
+            conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+    assert "ix_questions_created" not in {ix["name"] for ix in inspect(db).get_indexes("questions")}
+    opened = race(*[lambda: connect(url)] * 4)
+    assert all(not isinstance(o, Exception) for o in opened), opened
+    for engine in opened:
+        engine.dispose()
+    for table, name in (("questions", "ix_questions_created"), ("tickets", "ix_tickets_created")):
+        assert name in {ix["name"] for ix in inspect(db).get_indexes(table)}
