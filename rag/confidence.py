@@ -8,12 +8,16 @@ was fitted for); a copy fitted on the bundled sample ships in ``rag/models/`` as
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from rag.rank import MODELS, Scored
+
+M = TypeVar("M")
 
 CONF_FEATURES = ("top_score", "margin", "dense_cos", "bm25_rel", "bm25_cover", "agree", "sq_sim", "title_match",
                  "conflict", "is_sq", "rr_bm25", "rr_dense", "dense_gap", "in_scope")
@@ -119,12 +123,20 @@ class Calibrator(LogisticModel):
         return cls(**data)
 
 
+def fitted_model(index_dir: Path, name: str, load: Callable[[Path], M], accept: Callable[[M], bool]) -> M | None:
+    """The model ``jiangxin fit`` saved beside this index (``<index>/<name>``), else the shipped one
+    (``rag/models/<name>``): the first that exists and that ``accept`` takes (fitted for this embedder, this schema)."""
+    for path in (Path(index_dir) / name, MODELS / name):
+        if path.exists():
+            model = load(path)
+            if accept(model):
+                return model
+    return None
+
+
 def load_calibrator(index_dir: Path, model_id: str) -> Calibrator:
     """The calibration fitted for this index (``<index>/calibration.json``), else the shipped default."""
-    for path in (Path(index_dir) / "calibration.json", MODELS / "calibration.json"):
-        if path.exists():
-            calibrator = Calibrator.load(path)
-            if (not calibrator.model_id or calibrator.model_id == model_id) and tuple(calibrator.features) == CONF_FEATURES:
-                return calibrator
-    return Calibrator([0.0] * len(CONF_FEATURES), -2.0, [0.0] * len(CONF_FEATURES), [1.0] * len(CONF_FEATURES), 0.9,
+    calibrator = fitted_model(index_dir, "calibration.json", Calibrator.load,
+                              lambda c: (not c.model_id or c.model_id == model_id) and tuple(c.features) == CONF_FEATURES)
+    return calibrator or Calibrator([0.0] * len(CONF_FEATURES), -2.0, [0.0] * len(CONF_FEATURES), [1.0] * len(CONF_FEATURES), 0.9,
                       model_id, "uncalibrated: nothing is answered automatically until `jiangxin fit` runs")

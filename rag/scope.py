@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from indexer.text import normalise
-from rag.confidence import LogisticModel
-from rag.rank import MODELS, question_codes
+from rag.confidence import LogisticModel, fitted_model
+from rag.rank import question_codes
 
 SCOPE_EXTRAS = ("dense_top", "known_share")
 _LETTER = re.compile(r"[a-z]", re.IGNORECASE)
@@ -51,9 +51,4 @@ class ScopeModel(LogisticModel):
 
 def load_scope_model(index_dir: Path, model_id: str) -> ScopeModel | None:
     """The scope model fitted for this index (``<index>/scope.json``), else the shipped one, if its embedder matches."""
-    for path in (Path(index_dir) / "scope.json", MODELS / "scope.json"):
-        if path.exists():
-            model = ScopeModel.load(path)
-            if model.model_id == model_id:
-                return model
-    return None
+    return fitted_model(index_dir, "scope.json", ScopeModel.load, lambda m: m.model_id == model_id)

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.confidence import fit_logistic
+from rag.confidence import fit_logistic, fitted_model
 
-MODELS = Path(__file__).resolve().parent / "models"
 TRADE_L2 = 3.0  # chosen out of fold on the fit parts (1, 3, 10 within a point of each other)
 MAX_MISLABELLED = 0.01
 # Never label below this probability: out of fold on the fit parts, at 0.20 0.313 of the questions of uncovered trades
@@ -105,25 +104,20 @@ def fit_trade_model(x: np.ndarray, labels: Sequence[str], ids: Sequence[str], co
     wrong = np.sort(p[is_covered & uncovered_best])[::-1]
     allowed = int(np.floor(MAX_MISLABELLED * is_covered.sum()))
     threshold = float(wrong[allowed]) + 1e-6 if len(wrong) > allowed else 0.0
-    threshold = max(threshold, LABEL_FLOOR)
+    threshold = math.ceil(max(threshold, LABEL_FLOOR) * 1e4) / 1e4  # rounded up: never labels more than measured
     labelled = uncovered_best & (p >= threshold)
     own = np.array([b == t for (b, _), t in zip(best, labels)])
-    figures = {"threshold": math.ceil(threshold * 1e4) / 1e4, "questions": len(labels), "covered_trade_questions": int(is_covered.sum()),
+    figures = {"threshold": threshold, "questions": len(labels), "covered_trade_questions": int(is_covered.sum()),
                "covered_mislabelled": float(labelled[is_covered].mean()) if is_covered.any() else 0.0,
                "uncovered_trade_questions": int((~is_covered).sum()),
                "uncovered_labelled_own_trade": float((labelled & own)[~is_covered].mean()) if (~is_covered).any() else 0.0,
                "uncovered_labelled_any_uncovered": float(labelled[~is_covered].mean()) if (~is_covered).any() else 0.0}
     final = _fit(x, labels, trades, l2)
-    final.threshold, final.model_id = math.ceil(threshold * 1e4) / 1e4, model_id  # rounded up: never labels more
+    final.threshold, final.model_id = threshold, model_id
     final.fitted_on = f"{fitted_on}; threshold labels {figures['covered_mislabelled']:.3f} of covered-trade questions out of fold"
     return final, figures
 
 
 def load_trade_model(index_dir: Path, model_id: str) -> TradeModel | None:
     """The trade model fitted for this index (``<index>/trades.json``), else the shipped one, if its embedder matches."""
-    for path in (Path(index_dir) / "trades.json", MODELS / "trades.json"):
-        if path.exists():
-            model = TradeModel.load(path)
-            if model.model_id == model_id:
-                return model
-    return None
+    return fitted_model(index_dir, "trades.json", TradeModel.load, lambda m: m.model_id == model_id)
