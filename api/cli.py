@@ -593,7 +593,7 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
             trade_model.save(MODELS / "trades.json")
     in_scope = probabilities >= scope.threshold
     report = {"dataset": f"{calibrated_on} (fit parts, out-of-fold)", "scope_fitted_on": scope.fitted_on, "machine": machine(),
-              "answers": answer_report(observations, oof, calibrator.threshold, in_scope), "ranker_out_of_fold": cv,
+              "answers": answer_report(observations, oof, calibrator.threshold, in_scope, target), "ranker_out_of_fold": cv,
               "trade_model_out_of_fold": trade_figures}
     write_report(report, out_dir)
     if cv:
@@ -603,6 +603,7 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
               f"out-of-domain escalated {a['ood_escalated']:.3f}, ECE {a['ece']:.3f}; scope threshold {scope.threshold:.3f}: "
               f"out-of-domain to craftsmen {a['ood_to_craftsman']:.3f}, uncovered declined {a['uncovered_declined']:.3f} "
               f"(out-of-fold, fit parts); saved {values.index_dir / 'calibration.json'} and scope.json", highlight=False)
+    _print_ceiling(a)
     t = trade_figures
     if trade_model is None:
         out.print("trade model: not fitted (the sets name fewer than two trades)", highlight=False)
@@ -935,8 +936,18 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
                   f"craftsman covers labelled with their own trade ({t['labelled_any']:.3f} with any uncovered one; escalated, "
                   f"they are filed under it); {t['covered_mislabelled']:.3f} of {t['covered_trade_questions']} of covered trades "
                   f"with an uncovered one", highlight=False)
+    _print_ceiling(a)
     out.print(f"  feedback so far: {feedback['helpful']} helpful, {feedback['unhelpful']} unhelpful", highlight=False)
     out.print(f"report: {', '.join(str(p) for p in written)}", highlight=False)
+
+
+def _print_ceiling(answers: dict) -> None:
+    c = answers.get("ceiling")
+    if c:
+        out.print(f"  what bounds coverage at precision {c['target_precision']:.2f}: top record right for {c['top_record_right']:.3f} of "
+                  f"{c['answerable']} answerable (in the top 3 {c['right_in_top3']:.3f}); coverage {c['coverage']:.3f}, with an oracle "
+                  f"for unanswerable questions {c['coverage_if_unanswerable_known']:.3f}, for wrong top records "
+                  f"{c['coverage_if_wrong_tops_known']:.3f}", highlight=False)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +251,29 @@ def raw_cosine_baseline(observations: Sequence[Observation], precision: float) -
     return best
 
 
+def ceiling(observations: Sequence[Observation], confidences: np.ndarray, target: float) -> dict[str, float]:
+    """What bounds coverage at ``target`` precision. How often the top record is a best-grade one (and one is in the
+    top 3) for the answerable questions; then the coverage these same confidences would reach with an oracle for
+    either kind of error: the questions the corpus cannot answer (uncovered, out of domain) never answered, or the
+    answerable questions' wrong top records never answered. Nothing is fitted: the oracles only hold answers back."""
+    answerable = [o for o in observations if o.group == "answerable"]
+    if not answerable:
+        return {}
+
+    def coverage_without(held_back: Callable[[Observation], bool]) -> float:
+        rows = [replace(o, direct=False) if held_back(o) else o for o in observations]
+        kept = np.array([0.0 if held_back(o) else c for o, c in zip(observations, confidences)])
+        return decision(rows, kept, choose_threshold(rows, kept, target), intervals=False)["coverage"]
+
+    return {"target_precision": target, "answerable": len(answerable),
+            "top_record_right": float(np.mean([o.right for o in answerable])),
+            "right_in_top3": float(np.mean([bool((np.asarray(o.relevant[:3]) == 1).any()) for o in answerable])),
+            "coverage": decision(observations, confidences, choose_threshold(observations, confidences, target),
+                                 intervals=False)["coverage"],
+            "coverage_if_unanswerable_known": coverage_without(lambda o: o.group != "answerable"),
+            "coverage_if_wrong_tops_known": coverage_without(lambda o: o.group == "answerable" and not o.right)}
+
+
 def with_scope(observations: Sequence[Observation], in_scope: np.ndarray) -> None:
     """Set each observation's in-scope probability, the calibrator's last feature."""
     for o, p in zip(observations, in_scope):
@@ -312,7 +335,7 @@ def fit_ranker(observations: Sequence[Observation], fold: int | None = None) -> 
 
 
 def answer_report(observations: Sequence[Observation], confidences: np.ndarray, threshold: float,
-                  in_scope: np.ndarray | None = None) -> dict:
+                  in_scope: np.ndarray | None = None, target: float = 0.95) -> dict:
     curve = [decision(observations, confidences, float(t), intervals=False) for t in np.round(np.arange(0.0, 1.0001, 0.02), 2)]
     report = decision(observations, confidences, threshold, in_scope)
     report["by_source"] = by_source(observations, confidences, threshold, in_scope)
@@ -335,6 +358,7 @@ def answer_report(observations: Sequence[Observation], confidences: np.ndarray, 
     }
     report["raw_cosine_baseline"] = raw_cosine_baseline(observations, report["precision"])
     report["trade_labels"] = trade_labels(observations)
+    report["ceiling"] = ceiling(observations, confidences, target)
     return report
 
 

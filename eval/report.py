@@ -93,6 +93,13 @@ def _answers_md(report: dict[str, Any]) -> list[str]:
         lines[-2:-2] = [f"The anchors' recipe (RAGFlow, MaxKB, Dify: a raw threshold on the top dense cosine), its threshold "
                         f"chosen on these very questions for precision ≥ {baseline['target_precision']:.3f}: coverage "
                         f"{baseline['coverage']:.3f} (threshold {baseline['threshold']}).", ""]
+    bound = answers.get("ceiling") or {}
+    if bound:
+        lines[-2:-2] = [f"What bounds coverage (at precision {bound['target_precision']:.2f}, the threshold chosen on these questions): the top record is a "
+                        f"best-grade one for {bound['top_record_right']:.3f} of {bound['answerable']} answerable questions (one is in "
+                        f"the top 3 for {bound['right_in_top3']:.3f}); coverage {bound['coverage']:.3f}, "
+                        f"{bound['coverage_if_unanswerable_known']:.3f} if the questions the corpus cannot answer were never "
+                        f"answered (an oracle), {bound['coverage_if_wrong_tops_known']:.3f} if wrong top records never were.", ""]
     for point in answers.get("curve", [])[::5]:
         lines.append(f"| {point['threshold']:.2f} | {point['precision']:.3f} | {point['coverage']:.3f} | {point['ood_escalated']:.3f} |")
     lines += ["", "| confidence bin | questions | mean confidence | share right |", "|---|---|---|---|"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eval.answers import OOD_SOURCE, Observation, answer_report, by_source, decision, trade_labels
+from eval.answers import OOD_SOURCE, Observation, answer_report, by_source, ceiling, decision, trade_labels
 from eval.metrics import wilson
 
 
@@ -78,3 +78,18 @@ def test_trade_labels_count_uncovered_trades_filed_under_their_own_and_covered_o
     t = trade_labels(observations)
     assert t == {"uncovered_trade_questions": 3, "labelled_own_trade": 1 / 3, "labelled_any": 2 / 3,
                  "covered_trade_questions": 2, "covered_mislabelled": 1 / 2}
+
+
+def test_the_ceiling_says_which_kind_of_error_holds_coverage_back():
+    """Eight answerable questions, one topped by a wrong record at 0.97, and an uncovered one at 0.99: no threshold
+    reaches 85% precision (0.99 answers only the uncovered one); an oracle for either error lets the threshold fall."""
+    rows = [(observation(f"a-{i}", "answerable", True, "field-fit"), c) for i, c in enumerate((0.98, 0.96, 0.9, 0.8, 0.7, 0.6, 0.2))]
+    rows += [(observation("a-wrong", "answerable", False, "field-fit"), 0.97),
+             (observation("u-1", "uncovered", False, "field-fit"), 0.99)]
+    rows[0][0].relevant = np.array([1.0, 0.0])
+    c = ceiling([o for o, _ in rows], np.array([c for _, c in rows]), 0.85)
+    assert c["answerable"] == 8 and c["top_record_right"] == 7 / 8
+    assert c["right_in_top3"] == 1 / 8  # only a-0 says where its best record is
+    assert c["coverage"] == 0.0  # at best 6 right of 8 answered
+    assert c["coverage_if_unanswerable_known"] == 7 / 8  # 6 of 7 answered right at 0.30: a-wrong still answered
+    assert c["coverage_if_wrong_tops_known"] == 6 / 8  # 6 of 7 right: u-1 still answered
