@@ -185,6 +185,9 @@ class Programme:
                              status="applied")
         try:
             with self._tx() as session:
+                # the challenge must still be open when the application lands: touching it is the compare-and-set
+                # that a pick or a cancellation (open → …) committed meanwhile makes fail
+                self._cas(session, ChallengeRow, challenge_id, None, ("open",), "open")
                 session.add(row)
                 session.flush()
                 record(session, f"challenge:{challenge_id}", challenge.enterprise, "applied", viewer.principal,
@@ -360,9 +363,16 @@ class Programme:
             row = session.get(VisitRow, visit_id)
             if row is None:
                 raise NotFound(f"visit {visit_id} does not exist")
+            refused = Conflict(f"visit {visit_id} is confidential or its enterprise has not consented: never published")
             if row.confidential or not row.consent:
-                raise Conflict(f"visit {visit_id} is confidential or its enterprise has not consented: never published")
-            self._cas(session, VisitRow, visit_id, None, ("confirmed",), "publishing")
+                raise refused
+            try:  # consent is part of the compare-and-set: withdrawn meanwhile, the visit is not published
+                self._cas(session, VisitRow, visit_id, None, ("confirmed",), "publishing",
+                          also=(VisitRow.consent.is_(True), VisitRow.confidential.is_(False)))
+            except Conflict:
+                if session.get(VisitRow, visit_id, populate_existing=True).status == "confirmed":
+                    raise refused from None
+                raise
         return self.visit(visit_id, Viewer("maintainer", ""))
 
     def finish_case(self, visit_id: str, maintainer: str, record_id: str | None) -> Visit:
@@ -386,10 +396,11 @@ class Programme:
     # ----------------------------------------------------------------------------------------- shared
 
     def _cas(self, session: Session, table, row_id: str, owner: str | None, expected: tuple[str, ...], status: str,
-             craftsman_is: str | None = None, **values: Any):
+             craftsman_is: str | None = None, also: Sequence[Any] = (), **values: Any):
         """Move a row from one of ``expected`` to ``status`` (with ``values``) only if it is still there — and owned by
-        ``owner`` / assigned to ``craftsman_is`` when given; Conflict (or NotFound for someone else's) otherwise."""
-        conditions = [table.id == row_id, table.status.in_(expected)]
+        ``owner`` / assigned to ``craftsman_is`` when given, and ``also`` (further conditions) holds; Conflict (or
+        NotFound for someone else's) otherwise."""
+        conditions = [table.id == row_id, table.status.in_(expected), *also]
         if owner is not None:
             conditions.append(table.enterprise == owner)
         if craftsman_is is not None:

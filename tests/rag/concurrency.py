@@ -73,6 +73,42 @@ def race(*attempts: Callable[[], Any]) -> list[Any]:
     return outcomes
 
 
+class Pause:
+    """A point planted in code under test (``hit`` from a wrapped method) where the thread that reaches it first waits
+    until ``interleave`` lets it go on; later passes run through."""
+
+    def __init__(self) -> None:
+        self.reached, self.release, self._taken = threading.Event(), threading.Event(), threading.Lock()
+
+    def hit(self) -> None:
+        if self._taken.acquire(blocking=False):
+            self.reached.set()
+            self.release.wait(10)
+
+
+def interleave(first: Callable[[], Any], second: Callable[[], Any], pause: Pause, settle: float = 1.0) -> tuple[Any, Any]:
+    """``first`` runs to ``pause``; then ``second`` runs — to its end, or for ``settle`` seconds when it waits for a lock
+    ``first`` holds (SQLite's writer lock) — and then ``first`` goes on. What each returned or raised."""
+    outcomes: list[Any] = [None, None]
+
+    def run(i: int, attempt: Callable[[], Any]) -> None:
+        try:
+            outcomes[i] = attempt()
+        except Exception as exc:
+            outcomes[i] = exc
+
+    a = threading.Thread(target=run, args=(0, first))
+    a.start()
+    assert pause.reached.wait(10), "the first attempt never reached the pause"
+    b = threading.Thread(target=run, args=(1, second))
+    b.start()
+    b.join(settle)
+    pause.release.set()
+    a.join()
+    b.join()
+    return outcomes[0], outcomes[1]
+
+
 PG_URL = os.environ.get("JIANGXIN_TEST_POSTGRES_URL", "postgresql+psycopg://jx:jx@127.0.0.1:5432/jx")
 
 

@@ -16,7 +16,7 @@ from rag.invitations import Invitation, Invitations
 from rag.programme import Challenge, Programme, Viewer, Visit
 from rag.timeline import record
 from rag.webhooks import Deliverer, Webhooks
-from tests.rag.concurrency import postgres_for_run, race, sqlite_or_postgres, uid
+from tests.rag.concurrency import Pause, interleave, postgres_for_run, race, sqlite_or_postgres, uid
 
 TRIALS = 8
 SOON = (date.today() + timedelta(days=10)).isoformat()
@@ -139,3 +139,52 @@ def test_a_delivery_to_a_private_address_is_refused_at_send_time(db):
     Deliverer(db, attempts=1).run_once()
     [delivery] = Webhooks(db).deliveries(owner)
     assert delivery.state == "failed" and "non-public" in delivery.last_error and delivery.last_status is None
+
+
+def test_consent_withdrawn_while_a_case_starts_is_never_published(db, monkeypatch):
+    """The maintainer's start_case has read the visit (consent given) when the enterprise confirms it withdrawing
+    consent: the compare-and-set must see the withdrawal (a read before it does not, on PostgreSQL)."""
+    programme, pause = Programme(db), Pause()
+    enterprise, craftsman = uid("ent"), uid("cm")
+    visit = programme.request_visit(enterprise, "现场", "d", "焊接", "湖北", "地址", [], craftsman, consent=True)
+    programme.schedule(visit.id, craftsman, SOON)
+    programme.report(visit.id, craftsman, {"problem": "p", "actions": "a", "results": "r", "advice": ""})
+    cas = Programme._cas
+
+    def paused(self, session, table, row_id, owner, expected, status, *args, **kwargs):
+        if status == "publishing":
+            pause.hit()
+        return cas(self, session, table, row_id, owner, expected, status, *args, **kwargs)
+
+    monkeypatch.setattr(Programme, "_cas", paused)
+    started, confirmed = interleave(partial(programme.start_case, visit.id),
+                                    partial(programme.confirm, visit.id, enterprise, consent=False), pause)
+    assert isinstance(started, Conflict), started
+    assert isinstance(confirmed, Visit) and confirmed.consent is False
+    final = programme.visit(visit.id, Viewer("maintainer", ""))
+    assert (final.status, final.consent) == ("confirmed", False)
+
+
+def test_an_application_racing_a_pick_never_lands_on_a_picked_challenge(db, monkeypatch):
+    """apply has found the challenge open when the enterprise picks another application: the new application is
+    refused, not left applied on a challenge in progress."""
+    programme, pause = Programme(db), Pause()
+    enterprise = uid("ent")
+    challenge = programme.post_challenge(enterprise, "焊缝气孔攻关", "详情", "焊接", SOON)
+    first = programme.apply(challenge.id, Viewer("craftsman", uid("cm"), ("焊接",)), "方案")
+    read = Programme.challenge
+
+    def paused(self, *args, **kwargs):
+        found = read(self, *args, **kwargs)
+        pause.hit()
+        return found
+
+    monkeypatch.setattr(Programme, "challenge", paused)
+    late = Viewer("craftsman", uid("cm"), ("焊接",))
+    applied, picked = interleave(partial(programme.apply, challenge.id, late, "晚到的方案"),
+                                 partial(programme.pick, challenge.id, enterprise, first.id), pause)
+    monkeypatch.undo()
+    final = programme.challenge(challenge.id, Viewer("enterprise", enterprise))
+    assert isinstance(picked, Challenge) and final.status == "in_progress" and final.picked == first.id
+    assert isinstance(applied, Conflict), applied
+    assert [a.craftsman for a in final.applications if a.status == "applied"] == []
