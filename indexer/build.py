@@ -105,15 +105,17 @@ def build_index(corpus_dir: Path, index_dir: Path, embedder: Embedder, cache: Em
                 load: CorpusLoad | None = None) -> BuildReport:
     """Validate the corpus and make the serving version match it (a delta when possible); report what was done.
 
-    One build at a time per index folder (``IndexBusy`` otherwise), across processes."""
+    One build at a time per index folder (``IndexBusy`` otherwise), across processes. The corpus is read under that
+    lock: a publish writes its record to the corpus before it waits for the lock to apply it, so a build either sees
+    the record or runs before the publish's delta — never diffs an older corpus against an index that has it."""
     started = time.perf_counter()
-    load = load or load_corpus(Path(corpus_dir))
-    if load.problems and not options.skip_invalid:
-        raise CorpusInvalid(load.problems)
-    validate = time.perf_counter() - started
-    words, stopwords = build_dictionary(Path(corpus_dir), load.records), read_stopwords(Path(corpus_dir))
     store = IndexStore(Path(index_dir))
     with store.writing():
+        load = load or load_corpus(Path(corpus_dir))
+        if load.problems and not options.skip_invalid:
+            raise CorpusInvalid(load.problems)
+        validate = time.perf_counter() - started
+        words, stopwords = build_dictionary(Path(corpus_dir), load.records), read_stopwords(Path(corpus_dir))
         current = None if options.full else _serving(store, embedder)
         report = None
         if current is not None and _backend(current.manifest) != _wanted(options):

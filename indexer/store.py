@@ -144,10 +144,18 @@ class IndexStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def begin(self) -> Staging:
-        """A fresh staging folder; leftovers of killed builds are removed first (call within ``writing``)."""
+        """A fresh staging folder; leftovers of killed builds are removed first (call within ``writing``). A segment
+        being staged is removed only when older than ``SEGMENT_GRACE``: a merge writes its segment without the lock."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in [*self.root.glob("staging-*"), *self.root.glob("segments/.staging-*")]:
+        for stale in self.root.glob("staging-*"):
             shutil.rmtree(stale, ignore_errors=True)
+        for stale in self.root.glob("segments/.staging-*"):
+            try:
+                old = time.time() - stale.stat().st_mtime > SEGMENT_GRACE
+            except FileNotFoundError:  # the merge finished it meanwhile
+                continue
+            if old:
+                shutil.rmtree(stale, ignore_errors=True)
         version = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
         path = self.root / f"staging-{version}"
         path.mkdir()
@@ -181,13 +189,15 @@ class IndexStore:
         atomic_write_text(self.root / "CURRENT", version + "\n")
         log.info("index %s now serves version %s", self.root, version)
 
-    def rollback(self) -> str:
-        """Serve the version that was current before this one."""
-        parent = self.manifest().get("parent")
-        if not parent or not (self.versions_dir / parent / MANIFEST).exists():
-            raise IndexNotFound(f"no previous version to roll back to in {self.root}")
-        self.switch(parent)
-        return parent
+    def rollback(self, wait: float = 60.0) -> str:
+        """Serve the version that was current before this one — as a writer (waiting up to ``wait`` seconds for one
+        at work), so a delta being committed meanwhile cannot switch back over the rollback."""
+        with self.writing(wait=wait):
+            parent = self.manifest().get("parent")
+            if not parent or not (self.versions_dir / parent / MANIFEST).exists():
+                raise IndexNotFound(f"no previous version to roll back to in {self.root}")
+            self.switch(parent)
+            return parent
 
     def verify(self, version: str | None = None) -> None:
         self._verify(self.versions_dir / version if version else self.current_path())
