@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -300,20 +300,33 @@ class TicketQueue:
     def claim(self, ticket_id: str, craftsman: str, trades: list[str] | None = None) -> Ticket:
         """open → claimed by ``craftsman``, if it is routed to them or in one of their ``trades``."""
         trades = list(trades or [])
-        # Routes and trades never change once written, so who may claim is read before the compare-and-set.
+        # Routes and trades never change once written, so who may claim is read before the compare-and-set; whether
+        # the ticket is confidential can (the asker re-asks it so), so ``claim_within`` checks it again after winning.
         ticket = self.get(ticket_id)
         if not self.can_see(ticket, craftsman, trades):
             raise Forbidden(f"ticket {ticket_id} is {_state(ticket)}; it is not routed to {craftsman} nor open for their trades")
         with self.session.begin() as session:
-            if self._cas(session, ticket_id, ("open",), status="claimed", claimed_by=craftsman):
-                record(session, f"ticket:{ticket_id}", ticket.asker, "claimed", craftsman)
-                return self._ticket(session, self._row(session, ticket_id))
+            return self.claim_within(session, ticket_id, craftsman, trades)
+
+    def claim_within(self, session: Session, ticket_id: str, craftsman: str, trades: Sequence[str] = ()) -> Ticket:
+        """``claim``'s compare-and-set in the caller's transaction (an invitation accepted and its ticket claimed commit
+        together); Conflict, with nothing written, when the ticket is no longer open; Forbidden when ``craftsman`` may
+        not claim it (raised after the update: the caller's transaction must roll back)."""
+        trades = list(trades)
+        if self._cas(session, ticket_id, ("open",), status="claimed", claimed_by=craftsman):
             now = self._ticket(session, self._row(session, ticket_id))
-            if now.status == "claimed" and now.claimed_by == craftsman:
-                return now
-            if not self.can_see(now, craftsman, trades):
-                raise Forbidden(f"ticket {ticket_id} is {_state(now)}; it is not routed to {craftsman} nor open for their trades")
-            raise Conflict(f"ticket {ticket_id} is {_state(now)}; only an open ticket can be claimed")
+            routed = any(r.craftsman_id == craftsman for r in now.routes) or craftsman == now.answered_by
+            if not routed and (now.confidential or not set(now.trades) & set(trades)):
+                raise Forbidden(f"ticket {ticket_id} is confidential or outside {craftsman}'s trades: only the craftsmen "
+                                f"it is routed to may claim it")
+            record(session, f"ticket:{ticket_id}", now.asker, "claimed", craftsman)
+            return now
+        now = self._ticket(session, self._row(session, ticket_id))
+        if now.status == "claimed" and now.claimed_by == craftsman:
+            return now
+        if not self.can_see(now, craftsman, trades):
+            raise Forbidden(f"ticket {ticket_id} is {_state(now)}; it is not routed to {craftsman} nor open for their trades")
+        raise Conflict(f"ticket {ticket_id} is {_state(now)}; only an open ticket can be claimed")
 
     def release(self, ticket_id: str, craftsman: str) -> Ticket:
         """claimed by ``craftsman`` → open."""

@@ -136,7 +136,8 @@ class Invitations:
     def respond(self, invitation_id: str, craftsman: str, accept: bool, trades: list[str] | None = None) -> Invitation:
         """Accept (the ticket is claimed by the craftsman) or decline (the next recommendation is invited)."""
         status = "accepted" if accept else "declined"
-        with self._tx() as session:
+        moot: Conflict | None = None
+        with self._tx() as session:  # the answer and, when accepted, the claim commit together
             won = session.execute(update(InvitationRow).where(
                 InvitationRow.id == invitation_id, InvitationRow.craftsman == craftsman, InvitationRow.status == "pending",
                 InvitationRow.expires_at > utcnow()).values(status=status).execution_options(synchronize_session=False)).rowcount
@@ -145,17 +146,19 @@ class Invitations:
                 raise NotFound(f"invitation {invitation_id} does not exist")
             if not won:
                 raise Conflict(f"invitation {invitation_id} is {row.status if row.status != 'pending' else 'expired'}")
-            record(session, f"ticket:{row.ticket_id}", row.enterprise, status, craftsman, {"invitation": row.id})
-            if not accept:
-                self._pass_on(session, row)
-        if accept:
-            try:
-                self.queue.claim(row.ticket_id, craftsman, trades)
-            except Conflict:
-                with self._tx() as session:  # taken or closed meanwhile: the invitation is moot
+            if accept:
+                try:
+                    self.queue.claim_within(session, row.ticket_id, craftsman, trades or [])
+                except Conflict as exc:  # taken or closed meanwhile (nothing written): the invitation is moot
+                    moot = exc
                     session.execute(update(InvitationRow).where(InvitationRow.id == invitation_id)
                                     .values(status="expired").execution_options(synchronize_session=False))
-                raise
+            if moot is None:
+                record(session, f"ticket:{row.ticket_id}", row.enterprise, status, craftsman, {"invitation": row.id})
+            if not accept:
+                self._pass_on(session, row)
+        if moot is not None:
+            raise moot
         return self.get(invitation_id)
 
     def expire_due(self) -> int:

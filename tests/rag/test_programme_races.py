@@ -83,6 +83,27 @@ def test_an_accept_racing_a_decline_has_one_winner(db):
             assert [i.status for i in chain] == ["declined", "pending"]
 
 
+def test_an_accept_that_fails_half_way_leaves_the_invitation_pending_and_the_ticket_open(db, monkeypatch):
+    """Accepting is one transaction: the claim failing for any reason (here the database, as a crash would) writes
+    neither the accepted invitation nor the claim, so the craftsman may answer again or the invitation expires."""
+    queue = TicketQueue(db, quota_per_day=None)
+    invitations = Invitations(db, queue, timedelta(hours=1))
+    enterprise, craftsman = uid("ent"), uid("cm")
+    ticket, _ = queue.create(uid("问题"), enterprise, 0.2, [], ["焊接"], [])
+    invitation = invitations.invite(ticket, enterprise, [(craftsman, "甲")])
+
+    def lost(*args, **kwargs):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(TicketQueue, "claim_within", lost)
+    with pytest.raises(ConnectionError):
+        invitations.respond(invitation.id, craftsman, True, ["焊接"])
+    monkeypatch.undo()
+    assert invitations.get(invitation.id).status == "pending" and queue.get(ticket.id).status == "open"
+    assert invitations.respond(invitation.id, craftsman, True, ["焊接"]).status == "accepted"
+    assert (queue.get(ticket.id).status, queue.get(ticket.id).claimed_by) == ("claimed", craftsman)
+
+
 def test_not_solved_racing_a_publish_has_one_winner(db):
     queue = TicketQueue(db, quota_per_day=None)
     for _ in range(TRIALS):

@@ -12,14 +12,14 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from indexer.errors import Conflict, NotFound, QuotaExceeded
+from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from indexer.records import Craftsman
 from indexer.version import LiveIndex
 from rag.db import QuestionRow, TicketRow, connect, sessions, utcnow
 from rag.engine import Engine, EngineConfig
 from rag.escalate import CraftsmanProfile, Route, Ticket, TicketQueue, route
 from tests.conftest import MINI
-from tests.rag.concurrency import postgres_for_run, race, sqlite_or_postgres, uid
+from tests.rag.concurrency import Pause, interleave, postgres_for_run, race, sqlite_or_postgres, uid
 
 TRIALS = 20
 
@@ -162,6 +162,28 @@ def test_asked_again_as_confidential_an_open_ticket_becomes_confidential_and_sta
     later, _ = queue.create(question, asker, 0.2, [], ["设备维护"], [])  # asked openly again: a secret stays one
     assert later.id == first.id and queue.get(first.id).confidential
     assert first.id not in {t.id for t in queue.list(trades=["设备维护"], craftsman="cm-nobody")}
+
+
+def test_a_ticket_made_confidential_while_a_pool_craftsman_claims_it_is_not_theirs(queue, monkeypatch):
+    """The pool craftsman's claim has read the ticket (open, not confidential, their trade) when the asker re-asks the
+    question as confidential: the claim is refused, the ticket stays open for the craftsmen it is routed to."""
+    asker, question, routed = uid("ent"), uid("空压机排气温度高"), uid("cm")
+    ticket = open_ticket(queue, [routed], ["设备维护"], question, asker)
+    pause, get = Pause(), TicketQueue.get
+
+    def paused_get(self, ticket_id):
+        found = get(self, ticket_id)
+        pause.hit()
+        return found
+
+    monkeypatch.setattr(TicketQueue, "get", paused_get)
+    claimed, _ = interleave(partial(queue.claim, ticket.id, uid("cm"), ["设备维护"]),
+                            partial(queue.create, question, asker, 0.2, [], ["设备维护"], [], confidential=True), pause)
+    monkeypatch.undo()
+    assert isinstance(claimed, Forbidden), claimed
+    final = queue.get(ticket.id)
+    assert (final.status, final.claimed_by, final.confidential) == ("open", None, True)
+    assert queue.claim(ticket.id, routed).claimed_by == routed
 
 
 def test_simultaneous_asks_some_confidential_leave_one_ticket_and_it_confidential(queue):
