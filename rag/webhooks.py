@@ -24,12 +24,14 @@ from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Engine, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from rag.background import Periodic
-from rag.db import DeliveryRow, EventRow, WebhookRow, sessions, utcnow
+from rag.db import DeliveryRow, EventRow, WebhookRow, sessions, utcnow, write_transaction
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
+REMOVED = "the webhook was removed"
 
 
 def public_address(url: str) -> str | None:
@@ -82,16 +84,24 @@ class Webhooks:
     def register(self, owner: str, url: str) -> str:
         """Set (or replace) ``owner``'s webhook; returns the new signing secret (shown once)."""
         secret = "whsec_" + secrets.token_urlsafe(24)
-        with self.session.begin() as session:
-            row = session.get(WebhookRow, owner)
-            if row is None:
-                session.add(WebhookRow(owner=owner, url=url, secret=secret))
-            else:
-                row.url, row.secret = url, secret
-        return secret
+        for attempt in range(2):  # update, else insert; two first registrations at once: the loser updates instead
+            try:
+                with write_transaction(self.session, "webhooks") as session:
+                    replaced = session.execute(update(WebhookRow).where(WebhookRow.owner == owner).values(url=url, secret=secret)
+                                               .execution_options(synchronize_session=False)).rowcount
+                    if not replaced:
+                        session.add(WebhookRow(owner=owner, url=url, secret=secret))
+                return secret
+            except IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def remove(self, owner: str) -> bool:
-        with self.session.begin() as session:
+        """Remove ``owner``'s webhook; what was still to be sent to it is not sent (failed, saying why)."""
+        with write_transaction(self.session, "webhooks") as session:
+            session.execute(update(DeliveryRow).where(DeliveryRow.owner == owner, DeliveryRow.state.in_(("pending", "sending")))
+                            .values(state="failed", last_error=REMOVED).execution_options(synchronize_session=False))
             return session.execute(delete(WebhookRow).where(WebhookRow.owner == owner)).rowcount == 1
 
     def get(self, owner: str) -> str | None:
@@ -125,26 +135,29 @@ class Deliverer(Periodic):
 
     def run_once(self, limit: int = 20) -> int:
         """Send the deliveries due now (at most ``limit``); returns how many were attempted."""
-        now = utcnow()
         with self.session() as session:
             due = session.scalars(select(DeliveryRow.id).where(DeliveryRow.state.in_(("pending", "sending")),
-                                                               DeliveryRow.next_at <= now)
+                                                               DeliveryRow.next_at <= utcnow())
                                   .order_by(DeliveryRow.next_at).limit(limit)).all()
         sent = 0
         for delivery_id in due:
-            if self._claim(delivery_id, now):
-                self._send(delivery_id)
+            lease = self._claim(delivery_id)
+            if lease is not None:
+                self._send(delivery_id, lease)
                 sent += 1
         return sent
 
-    def _claim(self, delivery_id: int, now: datetime) -> bool:
+    def _claim(self, delivery_id: int) -> datetime | None:
+        """Take a due delivery for ``LEASE`` from now (not from the start of the pass: sends before it take time);
+        the lease's end, which the outcome must still find, or None when another worker has it."""
+        now = utcnow()
         with self.session.begin() as session:
             taken = session.execute(update(DeliveryRow).where(
                 DeliveryRow.id == delivery_id, DeliveryRow.state.in_(("pending", "sending")), DeliveryRow.next_at <= now)
                 .values(state="sending", next_at=now + LEASE).execution_options(synchronize_session=False))
-            return taken.rowcount == 1
+            return now + LEASE if taken.rowcount == 1 else None
 
-    def _send(self, delivery_id: int) -> None:
+    def _send(self, delivery_id: int, lease: datetime) -> None:
         with self.session() as session:
             delivery = session.get(DeliveryRow, delivery_id)
             event = session.get(EventRow, delivery.event_id)
@@ -156,8 +169,8 @@ class Deliverer(Periodic):
             secret = hook.secret if hook is not None else ""
         status: int | None = None
         refused = None if self.allow_private else public_address(url)  # checked at each send: DNS may change
-        error: str | None = f"refused: {refused}" if refused else None
-        if refused is None:
+        error: str | None = f"refused: {refused}" if refused else (REMOVED if hook is None else None)
+        if error is None:
             try:
                 response = self._client.post(url, content=body, headers={
                     "Content-Type": "application/json", "X-Jiangxin-Event": event.event,
@@ -171,14 +184,16 @@ class Deliverer(Periodic):
         now = utcnow()
         if error is None:
             values = {"state": "delivered", "delivered_at": now, "last_error": None}
-        elif attempts >= self.attempts:
+        elif attempts >= self.attempts or hook is None:
             values = {"state": "failed", "last_error": error}
             log.warning("webhook delivery %s to %s failed for good after %d attempts: %s", delivery_id, url, attempts, error)
         else:
             values = {"state": "pending", "next_at": now + timedelta(seconds=self.base_delay * 2 ** (attempts - 1)),
                       "last_error": error}
         with self.session.begin() as session:
-            session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id, DeliveryRow.state == "sending")
+            # still ours: a lease that ran out meanwhile went to another worker, whose outcome counts
+            session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id, DeliveryRow.state == "sending",
+                                                      DeliveryRow.next_at == lease)
                             .values(attempts=attempts, last_status=status, **values)
                             .execution_options(synchronize_session=False))
 

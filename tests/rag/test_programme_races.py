@@ -8,9 +8,10 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from sqlalchemy import update
 
 from indexer.errors import Conflict
-from rag.db import sessions
+from rag.db import DeliveryRow, WebhookRow, sessions, utcnow
 from rag.escalate import Route, Ticket, TicketQueue
 from rag.invitations import Invitation, Invitations
 from rag.programme import Challenge, Programme, Viewer, Visit
@@ -150,6 +151,53 @@ def test_racing_deliverers_post_each_event_once(db):
         assert sorted(Counter.hits.values()) == [1] * len(ids)
     finally:
         server.shutdown()
+
+
+def test_a_delivery_whose_lease_ran_out_counts_the_new_holders_outcome(db):
+    """Worker A's lease runs out while it sends (a slow receiver); worker B takes the delivery. A finishing first must
+    not write its outcome over B's lease (B's own would then be dropped): only the holder of the lease records."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Counter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        owner = uid("ent")
+        Webhooks(db).register(owner, f"http://127.0.0.1:{server.server_address[1]}/hook")
+        with sessions(db).begin() as session:
+            record(session, "ticket:T1", owner, "created", owner)
+        [delivery] = Webhooks(db).deliveries(owner)
+        a, b = Deliverer(db, allow_private=True), Deliverer(db, allow_private=True)
+        lease_a = a._claim(delivery.id)
+        with sessions(db).begin() as session:  # A's lease runs out
+            session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery.id).values(next_at=utcnow() - timedelta(seconds=1)))
+        lease_b = b._claim(delivery.id)
+        assert lease_a is not None and lease_b is not None
+        a._send(delivery.id, lease_a)
+        [after_a] = Webhooks(db).deliveries(owner)
+        assert (after_a.state, after_a.attempts) == ("sending", 0)  # still B's
+        b._send(delivery.id, lease_b)
+        [final] = Webhooks(db).deliveries(owner)
+        assert (final.state, final.attempts) == ("delivered", 1)
+    finally:
+        server.shutdown()
+
+
+def test_first_registrations_racing_each_other_all_succeed_and_one_secret_holds(db):
+    webhooks, owner = Webhooks(db), uid("ent")
+    outcomes = race(*(partial(webhooks.register, owner, f"https://example.com/hook/{i}") for i in range(6)))
+    assert all(isinstance(o, str) and o.startswith("whsec_") for o in outcomes), outcomes
+    with sessions(db)() as session:
+        row = session.get(WebhookRow, owner)
+        assert row.secret in outcomes and row.url == f"https://example.com/hook/{outcomes.index(row.secret)}"
+
+
+def test_what_was_still_to_be_sent_to_a_removed_webhook_is_never_sent(db):
+    owner = uid("ent")
+    Webhooks(db).register(owner, "https://example.com/hook")
+    with sessions(db).begin() as session:
+        record(session, "ticket:T1", owner, "created", owner)
+    assert Webhooks(db).remove(owner)
+    assert Deliverer(db).run_once() == 0
+    [delivery] = Webhooks(db).deliveries(owner)
+    assert delivery.state == "failed" and delivery.last_error == "the webhook was removed" and delivery.attempts == 0
 
 
 def test_a_delivery_to_a_private_address_is_refused_at_send_time(db):
