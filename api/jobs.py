@@ -111,7 +111,7 @@ class PublishJobs:
             except IntegrityError:
                 continue  # another submit won the race: its job is the answer (or it finished meanwhile: look again)
             log.info("publish job %s queued for ticket %s by %s", job_id, ticket_id, by)
-            run = self._worker.submit(self._run, job_id, ticket_id)
+            run = self._worker.submit(self._run, job_id, ticket_id, (ticket.answered_by, ticket.answer))
             self._runs[job_id] = run
             run.add_done_callback(lambda _: self._runs.pop(job_id, None))
             return self.get(job_id)
@@ -161,7 +161,8 @@ class PublishJobs:
                                                               PublishJobRow.state.in_(ACTIVE))).first()
             return _job(row) if row is not None else None
 
-    def _run(self, job_id: str, ticket_id: str) -> None:
+    def _run(self, job_id: str, ticket_id: str, answer_seen: tuple[str | None, str | None]) -> None:
+        """Publish the answer the job was requested for (``answer_seen``); one given since fails the job."""
         try:
             if not self._cas(job_id, "queued", state="running", started_at=utcnow()):
                 log.warning("publish job %s was no longer queued when its turn came; not run", job_id)
@@ -170,7 +171,7 @@ class PublishJobs:
                 with self.session() as session:
                     edit = session.get(PublishEditRow, ticket_id)
                     question, answer = (edit.question, edit.answer) if edit else (None, None)
-                _, report = self.engine.publish(ticket_id, question, answer)
+                _, report = self.engine.publish(ticket_id, question, answer, answer_seen)
             except Exception as exc:  # noqa: BLE001 - a background job must report, not vanish
                 log.exception("publish job %s for ticket %s failed", job_id, ticket_id)
                 self._cas(job_id, "running", state="failed", error=failure_message(exc), finished_at=utcnow())

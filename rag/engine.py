@@ -448,15 +448,17 @@ class Engine:
                 apply_changes(self.config.index_dir, self.live.embedder, self.cache, deletes=[record_id])
                 self.live.refresh(wait=True)
 
-    def publish(self, ticket_id: str, question: str | None = None, answer: str | None = None) -> tuple[Ticket, BuildReport]:
+    def publish(self, ticket_id: str, question: str | None = None, answer: str | None = None,
+                answer_seen: tuple[str | None, str | None] | None = None) -> tuple[Ticket, BuildReport]:
         """Turn an answered ticket into a standard question (crediting the craftsman) and index it as a delta segment
         (the record alone is analysed and embedded), served before this returns. ``question`` and ``answer`` are the
         maintainer's edited, de-identified texts, published instead of the raw ones when given; a confidential
-        ticket is never published."""
+        ticket is never published. With ``answer_seen`` (answered by, answer: what the publish was requested for),
+        Conflict if the ticket has another answer by now."""
         with self.build_lock:
             if self.queue.get(ticket_id).confidential:
                 raise Conflict(f"ticket {ticket_id} is confidential: it is never published")
-            ticket = self.queue.start_publish(ticket_id)  # answered → publishing: from now on a reject is refused
+            ticket = self.queue.start_publish(ticket_id, answer_seen)  # answered → publishing: a reject is refused
             written = built = False
             try:
                 version = self.live.get()

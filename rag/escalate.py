@@ -20,13 +20,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, case, func, insert, literal, or_, select, text, update
+from sqlalchemy import Engine, and_, case, delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from indexer.errors import Conflict, Forbidden, NotFound, QuotaExceeded
 from indexer.ports import CraftsmanProfile
 from indexer.text import normalise
-from rag.db import Position, RouteRow, SubjectFlagsRow, TicketRow, TicketTradeRow, newest_first, sessions, take_write_lock, utcnow
+from rag.db import (Position, PublishEditRow, RouteRow, SubjectFlagsRow, TicketRow, TicketTradeRow, newest_first, sessions,
+                    take_write_lock, utcnow)
 from rag.timeline import record
 
 STATUSES = ("open", "claimed", "answered", "publishing", "published", "closed")
@@ -361,14 +362,23 @@ class TicketQueue:
             now = self._ticket(session, self._row(session, ticket_id))
             if not won:
                 raise Conflict(f"ticket {ticket_id} is {_state(now)}; only an answered ticket can be reopened")
+            # a maintainer's edit was of the answer now withdrawn: the next answer's publish must not take it
+            session.execute(delete(PublishEditRow).where(PublishEditRow.ticket_id == ticket_id))
             record(session, f"ticket:{ticket_id}", asker, "reopened", asker,
                    {"comment": comment[:500], "answered_by": ticket.answered_by, "answer": ticket.answer})
             return now
 
-    def start_publish(self, ticket_id: str) -> Ticket:
-        """answered → publishing: from here until ``mark_published`` or ``abort_publish`` it cannot be closed."""
-        return self._transition(ticket_id, ("answered",), None, "only an answered ticket can be published",
-                                status="publishing")
+    def start_publish(self, ticket_id: str, answer_seen: tuple[str | None, str | None] | None = None) -> Ticket:
+        """answered → publishing: from here until ``mark_published`` or ``abort_publish`` it cannot be closed. With
+        ``answer_seen`` (answered by, answer) only if the answer is still that one: a publish requested for one answer
+        never publishes (nor credits) another given after a not-solved verdict."""
+        if answer_seen is None:
+            return self._transition(ticket_id, ("answered",), None, "only an answered ticket can be published",
+                                    status="publishing")
+        by, text = answer_seen
+        return self._transition(ticket_id, ("answered",), None, "only an answered ticket, still with the answer the "
+                                "publish was requested for, can be published: request it again", status="publishing",
+                                also=(TicketRow.answered_by == by, TicketRow.answer == text))
 
     def mark_published(self, ticket_id: str, record_id: str) -> Ticket:
         """publishing → published as ``record_id`` (``start_publish`` first: the publish guard is never skipped)."""
@@ -396,11 +406,11 @@ class TicketQueue:
                                 status="closed", closed_reason=reason.strip() or "closed", event="closed")
 
     def _transition(self, ticket_id: str, expected: tuple[str, ...], holder: str | None, refusal: str,
-                    event: str | None = None, **values: Any) -> Ticket:
+                    event: str | None = None, also: Sequence[Any] = (), **values: Any) -> Ticket:
         """One compare-and-set in its own transaction (with its timeline ``event``, told to the asker); the loser
         gets Conflict naming the ticket's current state."""
         with self.session.begin() as session:
-            won = self._cas(session, ticket_id, expected, holder, **values)
+            won = self._cas(session, ticket_id, expected, holder, also, **values)
             ticket = self._ticket(session, self._row(session, ticket_id))
             if not won:
                 raise Conflict(f"ticket {ticket_id} is {_state(ticket)}; {refusal}")
@@ -410,12 +420,13 @@ class TicketQueue:
             return ticket
 
     def _cas(self, session: Session, ticket_id: str, expected: tuple[str, ...], holder: str | None = None,
-             **values: Any) -> bool:
-        """``UPDATE tickets SET … WHERE id = :id AND status IN :expected [AND claimed_by = :holder]``; True if it won.
+             also: Sequence[Any] = (), **values: Any) -> bool:
+        """``UPDATE tickets SET … WHERE id = :id AND status IN :expected [AND claimed_by = :holder] [AND also…]``; True
+        if it won.
 
         It is the transaction's first statement: SQLite takes its write lock, PostgreSQL waits for a racing
         writer of the row and re-checks the condition against what that one committed."""
-        where = [TicketRow.id == ticket_id, TicketRow.status.in_(expected)]
+        where = [TicketRow.id == ticket_id, TicketRow.status.in_(expected), *also]
         if holder is not None:
             where.append(TicketRow.claimed_by == holder)
         stmt = update(TicketRow).where(*where).values(**values, updated_at=utcnow())

@@ -220,3 +220,32 @@ def test_failure_messages_are_short_and_name_no_server_files():
     busy = failure_message(CorpusBusy("another writer has held /srv/jiangxin/corpus/.corpus.lock"))
     assert "/srv" not in busy and busy.startswith("corpus busy: ")
     assert failure_message(RuntimeError("boom at /srv/x")) == "publishing failed (RuntimeError); the details are in the server log"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_job_queued_for_one_answer_never_publishes_another_given_meanwhile(backend, local_index, embedder, cache):
+    """The job waits its turn (another build holds the engine); meanwhile the asker says not solved and a second
+    craftsman answers anew. The job must fail, saying why, rather than publish the first answer's edit credited to
+    the second craftsman; the new answer can then be published by a new request."""
+    db = postgres_or_skip() if backend == "postgresql" else connect(f"sqlite:///{local_index / 'stale-edit.db'}")
+    queue = TicketQueue(db)
+    engine = Engine(LiveIndex(local_index / "index", embedder), queue,
+                    EngineConfig(local_index / "corpus", local_index / "index"), cache)
+    jobs = PublishJobs(engine)
+    asker = f"ent-{uuid.uuid4().hex[:8]}"
+    ticket, _ = queue.create(f"不锈钢管道氩弧焊背面氧化发黑（{backend}）", asker, 0.2, [], ["焊接"],
+                             [Route("cm-m-2", "李红", 0.9), Route("cm-m-3", "王强", 0.8)])
+    queue.claim(ticket.id, "cm-m-2")
+    queue.answer(ticket.id, "cm-m-2", "加大焊接电流")
+    with engine.build_lock:  # e.g. an upload's re-index: the job is queued behind it
+        job = jobs.submit(ticket.id, "ops", answer="加大焊接电流（编辑后）")
+        queue.outcome(ticket.id, asker, solved=False, comment="没用")
+        queue.claim(ticket.id, "cm-m-3")
+        queue.answer(ticket.id, "cm-m-3", ANSWER)
+    failed = jobs.wait(job.id, timeout=60)
+    assert failed.state == "failed" and "request it again" in failed.error, failed
+    now = queue.get(ticket.id)
+    assert (now.status, now.answered_by, now.answer) == ("answered", "cm-m-3", ANSWER)
+    assert jobs.wait(jobs.submit(ticket.id, "ops").id, timeout=60).state == "done"
+    published = engine.live.get().records.get(queue.get(ticket.id).published_record)
+    assert published.answer == ANSWER and published.extra["craftsman"] == "cm-m-3"
