@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, update
+from sqlalchemy import and_, insert, update
 
 from api.jobs import failure_message
 from indexer.build import BuildOptions, build_index
@@ -34,6 +34,7 @@ from indexer.errors import JiangxinError, NotFound
 from indexer.sheets import RowProblem, SheetInvalid, import_rows, parse_sheet
 from rag.db import ImportJobRow, sessions, utcnow
 from rag.engine import Engine
+from rag.leases import LEASE, Lease, abandoned, grant
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ MAX_MEMBERS = 2_000  # an XLSX of a large sheet has a few dozen
 MAX_UNCOMPRESSED = 100 * 1024 * 1024  # declared, all members together
 TEXT_SAMPLE = 64 * 1024
 BINARY_NAMES = (".xlsx", ".xlsm", ".xls", ".docx", ".doc", ".pdf", ".zip")
-STALE_AFTER = timedelta(minutes=30)
+STALE_AFTER = LEASE  # a job without a live lease and older than this was abandoned
 KILLED = "the server stopped before this import finished; upload the file again"
 PROGRESS_EVERY = 0.5  # seconds between progress writes while the index builds
 MAX_PROBLEMS = 1_000  # row problems kept in a job's report (the count is always exact)
@@ -193,13 +194,17 @@ class ImportJobs:
     def submit(self, request: ImportRequest, by: str) -> ImportJob:
         """A queued job importing ``request`` (its file becomes the job's: it is removed once the job ends)."""
         job_id = "I" + secrets.token_hex(6)
+        lease = Lease(self.engine.queue.engine, f"job:{job_id}")  # renewed until the job ends (rag/leases.py)
         with self.session.begin() as session:
             session.execute(insert(ImportJobRow).values(id=job_id, state="queued", kind=request.kind,
                                                         filename=request.filename[:255], file_type=request.file_type,
                                                         stage="queued", done=0, total=0, requested_by=by,
                                                         created_at=utcnow()))
+            grant(session, lease.subject, lease.holder)
+        lease.start()
         log.info("import job %s queued: %s (%s) as %s by %s", job_id, request.filename, request.file_type, request.kind, by)
         run = self._worker.submit(self._run, job_id, request)
+        run.add_done_callback(lambda _: lease.release())
         self._runs[job_id] = run
         run.add_done_callback(lambda _: self._runs.pop(job_id, None))
         return self.get(job_id)
@@ -213,11 +218,11 @@ class ImportJobs:
                              row.report, row.error, row.requested_by, row.created_at, row.started_at, row.finished_at)
 
     def recover(self) -> list[str]:
-        """Jobs queued or running for longer than ``stale_after`` belong to a process that died: marked failed."""
+        """Jobs queued or running whose lease has run out (``rag/leases.py``: their process died, however long they
+        had been running) are marked failed; run at start-up and periodically."""
         now = utcnow()
-        cutoff = now - self.stale_after
-        stale = or_(and_(ImportJobRow.state == "running", ImportJobRow.started_at < cutoff),
-                    and_(ImportJobRow.state == "queued", ImportJobRow.created_at < cutoff))
+        stale = and_(ImportJobRow.state.in_(("queued", "running")),
+                     abandoned("job:", ImportJobRow.id, ImportJobRow.created_at, self.stale_after))
         with self.session.begin() as session:
             ids = list(session.scalars(update(ImportJobRow).where(stale)
                                        .values(state="failed", error=KILLED, finished_at=now)

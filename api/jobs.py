@@ -6,7 +6,8 @@ At most one job per ticket is queued or running at a time — a unique index ove
 racing submits, in one process or several — and a second submit gets the job already under way. Each process
 runs its jobs one at a time on one worker thread (``Engine.publish`` serialises builds anyway); on a graceful
 shutdown the worker finishes what it accepted, and a job left behind by a killed process is marked failed at the
-next start-up, once it is older than ``stale_after`` (the ticket itself is recovered by ``Engine.recover``).
+next start-up or the next periodic recovery, once its lease has run out (``rag/leases.py``; the ticket itself is
+recovered by ``Engine.recover``).
 """
 
 from __future__ import annotations
@@ -20,19 +21,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import STATUS
 from indexer.errors import Conflict, JiangxinError, NotFound
 from rag.db import PublishEditRow, PublishJobRow, sessions, utcnow
 from rag.engine import Engine
+from rag.leases import LEASE, Lease, abandoned, grant
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 FINISHED = ("done", "failed")
-STALE_AFTER = timedelta(minutes=30)  # as Engine.recover: a publish still running elsewhere is younger than this
+STALE_AFTER = LEASE  # a job without a live lease and older than this was abandoned
 KILLED = "the server stopped before this publish finished; the ticket is back to answered, publish it again"
 MAX_ERROR = 500
 _NOT_ANSWERED = {"open": " (a craftsman must claim and answer it first)", "claimed": " (its craftsman has not answered yet)",
@@ -102,16 +104,20 @@ class PublishJobs:
                 raise Conflict(f"ticket {ticket_id} is confidential: it is never published")
             job_id = "J" + secrets.token_hex(6)
             try:
+                lease = Lease(self.engine.queue.engine, f"job:{job_id}")  # renewed until the job ends (rag/leases.py)
                 with self.session.begin() as session:  # the job first: the write that decides the race comes first
                     session.execute(insert(PublishJobRow).values(id=job_id, ticket_id=ticket_id, state="queued",
                                                                  requested_by=by, created_at=utcnow()))
+                    grant(session, lease.subject, lease.holder)
                     if question is not None or answer is not None:  # the maintainer's edit, read by the job
                         session.merge(PublishEditRow(ticket_id=ticket_id, question=question or ticket.question,
                                                      answer=answer or ticket.answer or "", edited_by=by, at=utcnow()))
             except IntegrityError:
                 continue  # another submit won the race: its job is the answer (or it finished meanwhile: look again)
             log.info("publish job %s queued for ticket %s by %s", job_id, ticket_id, by)
+            lease.start()
             run = self._worker.submit(self._run, job_id, ticket_id, (ticket.answered_by, ticket.answer))
+            run.add_done_callback(lambda _: lease.release())
             self._runs[job_id] = run
             run.add_done_callback(lambda _: self._runs.pop(job_id, None))
             return self.get(job_id)
@@ -141,12 +147,10 @@ class PublishJobs:
         return job
 
     def recover(self) -> list[str]:
-        """At start-up: jobs queued or running for longer than ``stale_after`` belong to a process that died; they
-        are marked failed so that the ticket can be published again. Returns their ids."""
+        """Jobs queued or running whose lease has run out (``rag/leases.py``: their process died) are marked failed,
+        so that the ticket can be published again; run at start-up and periodically. Returns their ids."""
         now = utcnow()
-        cutoff = now - self.stale_after
-        stale = or_(and_(PublishJobRow.state == "running", PublishJobRow.started_at < cutoff),
-                    and_(PublishJobRow.state == "queued", PublishJobRow.created_at < cutoff))
+        stale = and_(PublishJobRow.state.in_(ACTIVE), abandoned("job:", PublishJobRow.id, PublishJobRow.created_at, self.stale_after))
         with self.session.begin() as session:  # one UPDATE … RETURNING: no read before the write
             ids = list(session.scalars(update(PublishJobRow).where(stale)
                                        .values(state="failed", error=KILLED, finished_at=now)

@@ -21,9 +21,11 @@ from indexer.build import BuildOptions, build_index
 from indexer.embedders import E5Small
 from indexer.errors import Conflict, JiangxinError
 from indexer.version import LiveIndex
+from rag.background import Periodic
 from rag.engine import Engine
 from rag.invitations import Invitations, Sweeper, recommend
-from rag.programme import Programme
+from rag.leases import RECOVER_EVERY
+from rag.programme import Programme, case_record_id
 from rag.questions import QuestionLog
 from rag.timeline import Timeline
 from rag.webhooks import Deliverer, Webhooks
@@ -131,6 +133,27 @@ class Reindexer:
             self.status.finished_at = time.time()
 
 
+class Recoverer(Periodic):
+    """Work abandoned by a process that died — its lease run out (``rag/leases.py``) — is recovered: publish and
+    import jobs failed, tickets back to answered and visits back to confirmed, whatever they wrote withdrawn."""
+
+    name = "recoverer"
+    wait_first = True
+
+    def __init__(self, engine: Engine, publish_jobs: PublishJobs, import_jobs: ImportJobs, programme: Programme,
+                 interval: float = RECOVER_EVERY) -> None:
+        super().__init__(interval)
+        self.engine, self.publish_jobs, self.import_jobs, self.programme = engine, publish_jobs, import_jobs, programme
+
+    def run_once(self) -> dict[str, list[str]]:
+        done = {"tickets": self.engine.recover(), "publish_jobs": self.publish_jobs.recover(),
+                "import_jobs": self.import_jobs.recover(), "visits": self.programme.recover_cases()}
+        for visit_id in done["visits"]:
+            log.warning("visit %s was left publishing its service case by a stopped process; back to confirmed", visit_id)
+            self.engine.withdraw_record("service_case", case_record_id(visit_id))
+        return done
+
+
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -141,12 +164,12 @@ class Service:
         self.questions = QuestionLog(self.engine.queue.engine, self.engine.queue)
         self.reindexer = Reindexer(self.engine)
         self.metrics = Metrics(self.engine.live)
-        self.engine.recover()
         self.publish_jobs = PublishJobs(self.engine)
-        self.publish_jobs.recover()
         self.import_jobs = ImportJobs(self.engine)
-        self.import_jobs.recover()
         self.programme = Programme(self.engine.queue.engine)
+        self.recoverer = Recoverer(self.engine, self.publish_jobs, self.import_jobs, self.programme)
+        self.recoverer.run_once()  # at start-up, then every RECOVER_EVERY: work another process left behind
+        self.recoverer.start()
         self.timeline = Timeline(self.engine.queue.engine)
         self.webhooks = Webhooks(self.engine.queue.engine)
         self.deliverer = Deliverer(self.engine.queue.engine, attempts=settings.webhook_attempts,

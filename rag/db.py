@@ -124,6 +124,16 @@ class LockRow(Base):
     taken_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LeaseRow(Base):
+    """A process's lease on work in flight (``rag/leases.py``): ``subject`` is ``job:J…``, ``ticket:T…`` or
+    ``visit:V…``; renewed while the work goes on, so recovery can tell abandoned work from slow work."""
+
+    __tablename__ = "leases"
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 _ACTIVE_JOB = text("state IN ('queued', 'running')")
 
 

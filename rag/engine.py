@@ -35,6 +35,7 @@ from rag.confidence import Calibrator, confidence_features, load_calibrator
 from rag.db import FeedbackRow, QuestionRow, SubjectFlagsRow, sessions, utcnow
 from rag.timeline import record
 from rag.generate import Generator, GeneratorConfig
+from rag.leases import LEASE, Lease
 from rag.escalate import Route, Ticket, TicketQueue, candidates, route
 from rag.rank import RankerWeights, Scored, rank_hybrid
 from rag.scope import ScopeModel, load_scope_model, named_codes, scope_features
@@ -427,9 +428,9 @@ class Engine:
         self._withdraw(ticket_id)
         return ticket
 
-    def recover(self, stale_after: timedelta = timedelta(minutes=30)) -> list[str]:
-        """At start-up: publishes killed mid-way (publishing for longer than ``stale_after``) go back to answered,
-        and the records they wrote are withdrawn."""
+    def recover(self, stale_after: timedelta = LEASE) -> list[str]:
+        """Publishes abandoned by a process that died (publishing, their lease run out: ``rag/leases.py``) go back to
+        answered, and the records they wrote are withdrawn."""
         recovered = self.queue.recover_publishing(stale_after)
         for ticket_id in recovered:
             log.warning("ticket %s was left publishing by a killed publish; back to answered", ticket_id)
@@ -437,9 +438,12 @@ class Engine:
         return recovered
 
     def _withdraw(self, ticket_id: str) -> None:
-        record_id = published_record_id(ticket_id)
+        self.withdraw_record("standard_question", published_record_id(ticket_id))
+
+    def withdraw_record(self, kind: str, record_id: str) -> None:
+        """Remove a record from the corpus and the index if it is in either (what a killed publish left behind)."""
         with self.build_lock:
-            removed = delete_record(self.config.corpus_dir, "standard_question", record_id)
+            removed = delete_record(self.config.corpus_dir, kind, record_id)
             try:
                 served = record_id in self.live.get().records
             except JiangxinError:
@@ -459,8 +463,10 @@ class Engine:
             if self.queue.get(ticket_id).confidential:
                 raise Conflict(f"ticket {ticket_id} is confidential: it is never published")
             ticket = self.queue.start_publish(ticket_id, answer_seen)  # answered → publishing: a reject is refused
+            lease = Lease(self.queue.engine, f"ticket:{ticket_id}")  # renewed while this runs: recovery leaves it be
             written = built = False
             try:
+                lease.take()
                 version = self.live.get()
                 craftsman = version.records.get(ticket.answered_by or "")
                 record = StandardQuestion(
@@ -486,6 +492,8 @@ class Engine:
                 except Exception:
                     log.exception("ticket %s stays publishing: it could not be moved back to answered", ticket_id)
                 raise
+            finally:
+                lease.release()
         self._merge_when_fragmented()
         return published, report
 

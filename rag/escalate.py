@@ -28,6 +28,7 @@ from indexer.ports import CraftsmanProfile
 from indexer.text import normalise
 from rag.db import (Position, PublishEditRow, RouteRow, SubjectFlagsRow, TicketRow, TicketTradeRow, newest_first, sessions,
                     take_write_lock, utcnow)
+from rag.leases import LEASE, abandoned
 from rag.timeline import record
 
 STATUSES = ("open", "claimed", "answered", "publishing", "published", "closed")
@@ -390,12 +391,13 @@ class TicketQueue:
         return self._transition(ticket_id, ("publishing",), None, "only a publishing ticket can go back to answered",
                                 status="answered")
 
-    def recover_publishing(self, stale_after: timedelta = timedelta(minutes=30)) -> list[str]:
-        """publishing → answered for tickets stuck longer than ``stale_after`` (a publish killed mid-way); a
-        publish still running elsewhere is younger than that. Returns the ids moved back."""
+    def recover_publishing(self, stale_after: timedelta = LEASE) -> list[str]:
+        """publishing → answered for tickets whose publish was abandoned: no live lease (``rag/leases.py``: the
+        publishing process renews one) and no change for ``stale_after``. Returns the ids moved back."""
         with self.session.begin() as session:  # one UPDATE … RETURNING: no read before the write
             ids = session.scalars(update(TicketRow)
-                                  .where(TicketRow.status == "publishing", TicketRow.updated_at < utcnow() - stale_after)
+                                  .where(TicketRow.status == "publishing",
+                                         abandoned("ticket:", TicketRow.id, TicketRow.updated_at, stale_after))
                                   .values(status="answered", updated_at=utcnow()).returning(TicketRow.id)
                                   .execution_options(synchronize_session=False)).all()
         return list(ids)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from indexer.errors import Conflict, JiangxinError, NotFound
 
 from rag.db import ApplicationRow, ChallengeRow, VisitRow, sessions, utcnow, write_transaction
+from rag.leases import LEASE, abandoned
 from rag.timeline import as_shown, record
 
 CONFIDENTIAL_SUMMARY = "（保密需求：详情仅对选中的工匠可见）"
@@ -385,6 +386,16 @@ class Programme:
                 record(session, f"visit:{visit_id}", row.enterprise, "published", maintainer, {"record": record_id})
         return self.visit(visit_id, Viewer("maintainer", maintainer))
 
+    def recover_cases(self, stale_after: timedelta = LEASE) -> list[str]:
+        """publishing → confirmed for visits whose service case was abandoned by a process that died (no live lease:
+        ``rag/leases.py``); the caller withdraws what the case may have written (``case_record_id``). Their ids."""
+        with self._tx() as session:  # one UPDATE … RETURNING: no read before the write
+            ids = session.scalars(update(VisitRow).where(VisitRow.status == "publishing",
+                                                         abandoned("visit:", VisitRow.id, VisitRow.updated_at, stale_after))
+                                  .values(status="confirmed", updated_at=utcnow()).returning(VisitRow.id)
+                                  .execution_options(synchronize_session=False)).all()
+        return list(ids)
+
     def _visit(self, row: VisitRow, viewer: Viewer) -> Visit:
         owner_view = viewer.role == "maintainer" or row.enterprise == viewer.principal
         enterprise = row.enterprise if owner_view else as_shown(row.enterprise, row.reveal)
@@ -415,6 +426,11 @@ class Programme:
                 craftsman_is is not None and row.craftsman != craftsman_is):
             raise NotFound(f"{name} {row_id} does not exist")
         raise Conflict(f"{name} {row_id} is {row.status}; expected {' or '.join(expected)}")
+
+
+def case_record_id(visit_id: str) -> str:
+    """The id of the service case published from a visit."""
+    return f"sc-{visit_id.lower()}"
 
 
 def _application(row: ApplicationRow) -> Application:

@@ -18,7 +18,8 @@ from api.security import Principal
 from api.service import Service
 from indexer.errors import Conflict, NotFound
 from indexer.records import ServiceCase
-from rag.programme import Viewer, Visit, match_craftsman
+from rag.leases import Lease
+from rag.programme import Viewer, Visit, case_record_id, match_craftsman
 
 router = APIRouter(prefix="/v1/visits", tags=["visits"], responses=ERROR_RESPONSES)
 showcase_router = APIRouter(prefix="/v1/showcase", tags=["visits"], responses=ERROR_RESPONSES)
@@ -192,16 +193,21 @@ def publish_case(visit_id: str, body: CaseIn, p: Annotated[Principal, Depends(pr
     """Publish the maintainer's edited, de-identified service case of a confirmed visit the enterprise consented to
     (409 for a confidential one): indexed before this returns, cited in answers, shown on the showcase."""
     visit = svc.programme.start_case(visit_id)
-    case = ServiceCase(id=f"sc-{visit.id.lower()}", title=body.title, problem=body.problem, actions=body.actions,
+    lease = Lease(svc.engine.queue.engine, f"visit:{visit_id}")  # renewed while this runs: recovery leaves it be
+    case = ServiceCase(id=case_record_id(visit.id), title=body.title, problem=body.problem, actions=body.actions,
                        results=body.results, advice=body.advice, trade=visit.trade, region=visit.region,
                        date=date.today().isoformat(), craftsmen=[visit.craftsman] if visit.craftsman else [],
                        keywords=body.keywords, extra={"visit": visit.id})
     try:
-        svc.engine.publish_record(case)
-    except BaseException:
-        svc.programme.finish_case(visit_id, p.principal, None)
-        raise
-    svc.programme.finish_case(visit_id, p.principal, case.id)
+        try:
+            lease.take()
+            svc.engine.publish_record(case)
+        except BaseException:
+            svc.programme.finish_case(visit_id, p.principal, None)
+            raise
+        svc.programme.finish_case(visit_id, p.principal, case.id)
+    finally:
+        lease.release()  # after the visit left publishing
     return CaseOut.of(case)
 
 

@@ -196,11 +196,12 @@ def test_one_of_many_racing_threads_starts_a_job(tmp_path):
     assert sorted(wins) == [False] * 7 + [True]
     assert jobs.get("Irace").state == "running"
 
-    # a job left running by a killed process is failed at the next start, once stale; a fresh one is left alone
+    # a job left running by a killed process (no live lease: rag/leases.py) is failed by recovery once older than
+    # a lease; a fresh one is left alone
     assert jobs.recover() == []
     with jobs.session.begin() as session:
         session.execute(update(ImportJobRow).where(ImportJobRow.id == "Irace")
-                        .values(started_at=utcnow() - timedelta(hours=1)))
+                        .values(created_at=utcnow() - timedelta(hours=1), started_at=utcnow() - timedelta(hours=1)))
     assert jobs.recover() == ["Irace"]
     assert jobs.get("Irace").state == "failed" and "upload the file again" in jobs.get("Irace").error
 

@@ -1,0 +1,104 @@
+"""Leases on work in flight: a publish job, an import job, a ticket's publish, a visit's service case.
+
+Work in flight sits in a state (``running``, ``publishing``) that only its process can end. When that process dies
+the work must be recovered — a job failed, a ticket back to answered — but a second process cannot tell a dead
+worker from a slow one by the age of the row: an import of a large sheet runs for an hour. So the process holding
+the work holds a lease (a ``leases`` row: subject, holder, expiry) and renews it every ``RENEW`` while it works;
+recovery (``Recoverer``, each server, every ``RECOVER_EVERY``) takes only work whose lease has run out or that has
+none and is older than ``LEASE`` (rows written before leases existed, or between a state change and its lease).
+
+A lease is taken in the transaction that puts the work in flight where that transaction is ours (``grant``), else
+just before it (``Lease.take``); it is released when the work ends. Renewing and releasing are compare-and-sets on
+the holder: a process whose lease ran out and was taken over by recovery never extends or deletes the new holder's.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from datetime import timedelta
+
+from sqlalchemy import Engine, and_, delete, exists, literal, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rag.db import LeaseRow, sessions, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+RENEW = 15.0  # seconds: four renewals per lease, so one slow database round does not lose it
+RECOVER_EVERY = 30.0  # seconds between a server's recovery passes (api/service.py Recoverer)
+
+
+def abandoned(subject_prefix: str, row_id, changed_at, grace: timedelta = LEASE):
+    """A SQL condition: the work ``subject_prefix + row_id`` has no live lease and last changed (``changed_at``)
+    more than ``grace`` ago (a lease is written just after the change that puts work in flight)."""
+    now = utcnow()
+    live = exists(select(LeaseRow.subject).where(LeaseRow.subject == literal(subject_prefix) + row_id,
+                                                 LeaseRow.expires_at > now))
+    return and_(~live, changed_at < now - grace)
+
+
+def grant(session: Session, subject: str, holder: str) -> None:
+    """Write the lease in the caller's transaction (replacing an expired one of a dead holder)."""
+    session.execute(delete(LeaseRow).where(LeaseRow.subject == subject))
+    session.add(LeaseRow(subject=subject, holder=holder, expires_at=utcnow() + LEASE))
+    session.flush()
+
+
+class Lease:
+    """One lease, renewed by a daemon thread from ``start`` (or ``take``) until ``release``."""
+
+    def __init__(self, engine: Engine, subject: str) -> None:
+        self.session, self.subject = sessions(engine), subject
+        self.holder = secrets.token_hex(8)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> "Lease":
+        """Write the lease in its own transaction and start renewing it."""
+        for attempt in range(2):
+            try:
+                with self.session.begin() as session:
+                    grant(session, self.subject, self.holder)
+                break
+            except IntegrityError:  # another process took it between our delete and insert: theirs goes, ours stays
+                if attempt:
+                    raise
+        return self.start()
+
+    def start(self) -> "Lease":
+        """Renew the lease (written by ``grant`` in the caller's transaction) until ``release``."""
+        self._thread = threading.Thread(target=self._renew, name=f"lease {self.subject}", daemon=True)
+        self._thread.start()
+        return self
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(RENEW)
+        try:
+            with self.session.begin() as session:
+                session.execute(delete(LeaseRow).where(LeaseRow.subject == self.subject, LeaseRow.holder == self.holder))
+        except Exception:  # noqa: BLE001 - the lease then runs out by itself; the work it covered is finished
+            log.exception("lease %s could not be released; it runs out in %s", self.subject, LEASE)
+
+    def __enter__(self) -> "Lease":
+        return self.take()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW):
+            try:
+                with self.session.begin() as session:
+                    kept = session.execute(update(LeaseRow).where(LeaseRow.subject == self.subject, LeaseRow.holder == self.holder)
+                                           .values(expires_at=utcnow() + LEASE).execution_options(synchronize_session=False))
+                if not kept.rowcount:
+                    log.warning("lease %s was lost (it ran out and the work was recovered)", self.subject)
+                    return
+            except Exception:  # noqa: BLE001 - a database hiccup: the next renewal may succeed before the lease ends
+                log.exception("lease %s could not be renewed", self.subject)
