@@ -942,12 +942,14 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
 
 
 def _print_ceiling(answers: dict) -> None:
+    from eval.report import reached
+
     c = answers.get("ceiling")
     if c:
         out.print(f"  what bounds coverage at precision {c['target_precision']:.2f}: top record right for {c['top_record_right']:.3f} of "
-                  f"{c['answerable']} answerable (in the top 3 {c['right_in_top3']:.3f}); coverage {c['coverage']:.3f}, with an oracle "
-                  f"for unanswerable questions {c['coverage_if_unanswerable_known']:.3f}, for wrong top records "
-                  f"{c['coverage_if_wrong_tops_known']:.3f}", highlight=False)
+                  f"{c['answerable']} answerable (in the top 3 {c['right_in_top3']:.3f}); coverage {reached(c['coverage'])}, with an "
+                  f"oracle for unanswerable questions {reached(c['coverage_if_unanswerable_known'])}, for wrong top records "
+                  f"{reached(c['coverage_if_wrong_tops_known'])}", highlight=False)
 
 
 def main() -> None:

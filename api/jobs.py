@@ -109,14 +109,14 @@ class PublishJobs:
                     session.execute(insert(PublishJobRow).values(id=job_id, ticket_id=ticket_id, state="queued",
                                                                  requested_by=by, created_at=utcnow()))
                     grant(session, lease.subject, lease.holder)
-                    if question is not None or answer is not None:  # the maintainer's edit, read by the job
+                    if question is not None or answer is not None:  # the record of the maintainer's edit (the job gets it below)
                         session.merge(PublishEditRow(ticket_id=ticket_id, question=question or ticket.question,
                                                      answer=answer or ticket.answer or "", edited_by=by, at=utcnow()))
             except IntegrityError:
                 continue  # another submit won the race: its job is the answer (or it finished meanwhile: look again)
             log.info("publish job %s queued for ticket %s by %s", job_id, ticket_id, by)
             lease.start()
-            run = self._worker.submit(self._run, job_id, ticket_id, (ticket.answered_by, ticket.answer))
+            run = self._worker.submit(self._run, job_id, ticket_id, (ticket.answered_by, ticket.answer), (question, answer))
             run.add_done_callback(lambda _: lease.release())
             self._runs[job_id] = run
             run.add_done_callback(lambda _: self._runs.pop(job_id, None))
@@ -165,17 +165,16 @@ class PublishJobs:
                                                               PublishJobRow.state.in_(ACTIVE))).first()
             return _job(row) if row is not None else None
 
-    def _run(self, job_id: str, ticket_id: str, answer_seen: tuple[str | None, str | None]) -> None:
-        """Publish the answer the job was requested for (``answer_seen``); one given since fails the job."""
+    def _run(self, job_id: str, ticket_id: str, answer_seen: tuple[str | None, str | None],
+             edit: tuple[str | None, str | None]) -> None:
+        """Publish the answer the job was requested for (``answer_seen``; one given since fails the job), as edited
+        with this request (``edit``: question, answer; None for the raw text) — never with an earlier request's edit."""
         try:
             if not self._cas(job_id, "queued", state="running", started_at=utcnow()):
                 log.warning("publish job %s was no longer queued when its turn came; not run", job_id)
                 return
             try:
-                with self.session() as session:
-                    edit = session.get(PublishEditRow, ticket_id)
-                    question, answer = (edit.question, edit.answer) if edit else (None, None)
-                _, report = self.engine.publish(ticket_id, question, answer, answer_seen)
+                _, report = self.engine.publish(ticket_id, *edit, answer_seen)
             except Exception as exc:  # noqa: BLE001 - a background job must report, not vanish
                 log.exception("publish job %s for ticket %s failed", job_id, ticket_id)
                 self._cas(job_id, "running", state="failed", error=failure_message(exc), finished_at=utcnow())

@@ -146,12 +146,28 @@ class Recoverer(Periodic):
         self.engine, self.publish_jobs, self.import_jobs, self.programme = engine, publish_jobs, import_jobs, programme
 
     def run_once(self) -> dict[str, list[str]]:
-        done = {"tickets": self.engine.recover(), "publish_jobs": self.publish_jobs.recover(),
-                "import_jobs": self.import_jobs.recover(), "visits": self.programme.recover_cases()}
-        for visit_id in done["visits"]:
-            log.warning("visit %s was left publishing its service case by a stopped process; back to confirmed", visit_id)
-            self.engine.withdraw_record("service_case", case_record_id(visit_id))
+        """One pass; a part that fails is logged and the others still run (each item is retried at the next pass)."""
+        done: dict[str, list[str]] = {}
+        for name, recover in (("tickets", self.engine.recover), ("publish_jobs", self.publish_jobs.recover),
+                              ("import_jobs", self.import_jobs.recover), ("visits", self._visits)):
+            try:
+                done[name] = recover()
+            except Exception:  # noqa: BLE001 - a database hiccup must not stop the server starting or the pass
+                log.exception("recovering %s failed; the next pass tries again", name)
+                done[name] = []
         return done
+
+    def _visits(self) -> list[str]:
+        recovered = []
+        for visit_id in self.programme.abandoned_cases():
+            try:  # withdrawn while the visit is still publishing: no new case of it can go live in between
+                self.engine.withdraw_record("service_case", case_record_id(visit_id))
+                if self.programme.recover_case(visit_id):
+                    log.warning("visit %s was left publishing its service case by a stopped process; back to confirmed", visit_id)
+                    recovered.append(visit_id)
+            except Exception:  # noqa: BLE001 - the next pass tries again
+                log.exception("visit %s could not be recovered now; the next recovery pass tries again", visit_id)
+        return recovered
 
 
 class Service:

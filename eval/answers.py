@@ -255,21 +255,24 @@ def ceiling(observations: Sequence[Observation], confidences: np.ndarray, target
     """What bounds coverage at ``target`` precision. How often the top record is a best-grade one (and one is in the
     top 3) for the answerable questions; then the coverage these same confidences would reach with an oracle for
     either kind of error: the questions the corpus cannot answer (uncovered, out of domain) never answered, or the
-    answerable questions' wrong top records never answered. Nothing is fitted: the oracles only hold answers back."""
+    answerable questions' wrong top records never answered (None where no threshold reaches ``target``). Nothing is
+    fitted: the oracles only hold answers back."""
     answerable = [o for o in observations if o.group == "answerable"]
     if not answerable:
         return {}
 
-    def coverage_without(held_back: Callable[[Observation], bool]) -> float:
+    def coverage_at_target(rows: Sequence[Observation], kept: np.ndarray) -> float | None:
+        d = decision(rows, kept, choose_threshold(rows, kept, target), intervals=False)
+        return d["coverage"] if d["precision"] >= target else None  # None: no threshold reaches the target
+
+    def coverage_without(held_back: Callable[[Observation], bool]) -> float | None:
         rows = [replace(o, direct=False) if held_back(o) else o for o in observations]
-        kept = np.array([0.0 if held_back(o) else c for o, c in zip(observations, confidences)])
-        return decision(rows, kept, choose_threshold(rows, kept, target), intervals=False)["coverage"]
+        return coverage_at_target(rows, np.array([0.0 if held_back(o) else c for o, c in zip(observations, confidences)]))
 
     return {"target_precision": target, "answerable": len(answerable),
             "top_record_right": float(np.mean([o.right for o in answerable])),
             "right_in_top3": float(np.mean([bool((np.asarray(o.relevant[:3]) == 1).any()) for o in answerable])),
-            "coverage": decision(observations, confidences, choose_threshold(observations, confidences, target),
-                                 intervals=False)["coverage"],
+            "coverage": coverage_at_target(observations, confidences),
             "coverage_if_unanswerable_known": coverage_without(lambda o: o.group != "answerable"),
             "coverage_if_wrong_tops_known": coverage_without(lambda o: o.group == "answerable" and not o.right)}
 

@@ -52,6 +52,11 @@ def interval(answers: dict[str, Any], name: str) -> str:
     return f" [{lo_hi[0]:.3f}–{lo_hi[1]:.3f}]" if lo_hi else ""
 
 
+def reached(coverage: float | None) -> str:
+    """A coverage at a target precision, or that no threshold reaches the target."""
+    return f"{coverage:.3f}" if coverage is not None else "none (no threshold reaches the precision)"
+
+
 def _answers_md(report: dict[str, Any]) -> list[str]:
     answers = report.get("answers")
     if not answers:
@@ -97,9 +102,9 @@ def _answers_md(report: dict[str, Any]) -> list[str]:
     if bound:
         lines[-2:-2] = [f"What bounds coverage (at precision {bound['target_precision']:.2f}, the threshold chosen on these questions): the top record is a "
                         f"best-grade one for {bound['top_record_right']:.3f} of {bound['answerable']} answerable questions (one is in "
-                        f"the top 3 for {bound['right_in_top3']:.3f}); coverage {bound['coverage']:.3f}, "
-                        f"{bound['coverage_if_unanswerable_known']:.3f} if the questions the corpus cannot answer were never "
-                        f"answered (an oracle), {bound['coverage_if_wrong_tops_known']:.3f} if wrong top records never were.", ""]
+                        f"the top 3 for {bound['right_in_top3']:.3f}); coverage {reached(bound['coverage'])}, "
+                        f"{reached(bound['coverage_if_unanswerable_known'])} if the questions the corpus cannot answer were never "
+                        f"answered (an oracle), {reached(bound['coverage_if_wrong_tops_known'])} if wrong top records never were.", ""]
     for point in answers.get("curve", [])[::5]:
         lines.append(f"| {point['threshold']:.2f} | {point['precision']:.3f} | {point['coverage']:.3f} | {point['ood_escalated']:.3f} |")
     lines += ["", "| confidence bin | questions | mean confidence | share right |", "|---|---|---|---|"]

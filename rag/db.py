@@ -156,8 +156,9 @@ class PublishJobRow(Base):
 
 
 class PublishEditRow(Base):
-    """The maintainer's edited, de-identified question and answer for a ticket's publish job (what goes into the
-    shared corpus instead of the raw text), written with the job's request and read when the job runs."""
+    """The maintainer's last edited, de-identified question and answer for a ticket (what goes into the shared corpus
+    instead of the raw text), written with a publish request: the record of the edit. The job publishes the edit sent
+    with its own request (api/jobs.py), so an edit of an answer since withdrawn never goes out with a later one."""
 
     __tablename__ = "publish_edits"
     ticket_id: Mapped[str] = mapped_column(String(32), primary_key=True)

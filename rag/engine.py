@@ -430,11 +430,18 @@ class Engine:
 
     def recover(self, stale_after: timedelta = LEASE) -> list[str]:
         """Publishes abandoned by a process that died (publishing, their lease run out: ``rag/leases.py``) go back to
-        answered, and the records they wrote are withdrawn."""
-        recovered = self.queue.recover_publishing(stale_after)
-        for ticket_id in recovered:
-            log.warning("ticket %s was left publishing by a killed publish; back to answered", ticket_id)
-            self._withdraw(ticket_id)
+        answered, the records they wrote withdrawn first — while the ticket is still publishing, so no new publish of
+        it can go live in between and be withdrawn. One that cannot be withdrawn now (the index busy) stays publishing
+        for the next pass."""
+        recovered = []
+        for ticket_id in self.queue.abandoned_publishes(stale_after):
+            try:
+                self._withdraw(ticket_id)
+                if self.queue.recover_publish(ticket_id, stale_after):
+                    log.warning("ticket %s was left publishing by a killed publish; back to answered", ticket_id)
+                    recovered.append(ticket_id)
+            except Exception:  # noqa: BLE001 - the next pass tries again; the others go on
+                log.exception("ticket %s could not be recovered now; the next recovery pass tries again", ticket_id)
         return recovered
 
     def _withdraw(self, ticket_id: str) -> None:

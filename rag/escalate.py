@@ -391,16 +391,25 @@ class TicketQueue:
         return self._transition(ticket_id, ("publishing",), None, "only a publishing ticket can go back to answered",
                                 status="answered")
 
+    def abandoned_publishes(self, stale_after: timedelta = LEASE) -> list[str]:
+        """Tickets whose publish was abandoned: publishing, no live lease (``rag/leases.py``: the publishing process
+        renews one) and no change for ``stale_after``."""
+        with self.session() as session:
+            return list(session.scalars(select(TicketRow.id).where(
+                TicketRow.status == "publishing", abandoned("ticket:", TicketRow.id, TicketRow.updated_at, stale_after))))
+
+    def recover_publish(self, ticket_id: str, stale_after: timedelta = LEASE) -> bool:
+        """publishing → answered if its publish is still abandoned (a compare-and-set: another recoverer may have
+        done it); call after withdrawing what the publish wrote, while nothing else can publish the ticket."""
+        with self.session.begin() as session:
+            return session.execute(update(TicketRow).where(
+                TicketRow.id == ticket_id, TicketRow.status == "publishing",
+                abandoned("ticket:", TicketRow.id, TicketRow.updated_at, stale_after))
+                .values(status="answered", updated_at=utcnow()).execution_options(synchronize_session=False)).rowcount == 1
+
     def recover_publishing(self, stale_after: timedelta = LEASE) -> list[str]:
-        """publishing → answered for tickets whose publish was abandoned: no live lease (``rag/leases.py``: the
-        publishing process renews one) and no change for ``stale_after``. Returns the ids moved back."""
-        with self.session.begin() as session:  # one UPDATE … RETURNING: no read before the write
-            ids = session.scalars(update(TicketRow)
-                                  .where(TicketRow.status == "publishing",
-                                         abandoned("ticket:", TicketRow.id, TicketRow.updated_at, stale_after))
-                                  .values(status="answered", updated_at=utcnow()).returning(TicketRow.id)
-                                  .execution_options(synchronize_session=False)).all()
-        return list(ids)
+        """``recover_publish`` for every abandoned publish (without withdrawing anything: ``Engine.recover`` does)."""
+        return [t for t in self.abandoned_publishes(stale_after) if self.recover_publish(t, stale_after)]
 
     def close(self, ticket_id: str, reason: str) -> Ticket:
         """open, claimed or answered → closed with ``reason`` (refused while publishing and once published)."""

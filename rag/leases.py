@@ -7,9 +7,13 @@ the work holds a lease (a ``leases`` row: subject, holder, expiry) and renews it
 recovery (``Recoverer``, each server, every ``RECOVER_EVERY``) takes only work whose lease has run out or that has
 none and is older than ``LEASE`` (rows written before leases existed, or between a state change and its lease).
 
-A lease is taken in the transaction that puts the work in flight where that transaction is ours (``grant``), else
-just before it (``Lease.take``); it is released when the work ends. Renewing and releasing are compare-and-sets on
-the holder: a process whose lease ran out and was taken over by recovery never extends or deletes the new holder's.
+A lease is granted in the transaction that puts the work in flight where that transaction is ours (``grant``), else
+just after it (``Lease.take``; the grace covers the gap); it is released when the work has left its in-flight state.
+Renewing and releasing are compare-and-sets on the holder, and a lease that ran out is never renewed: recovery may
+already be taking its work. Recovery withdraws what abandoned work wrote before it gives the work back.
+
+Times are the servers' clocks (as every timestamp here): servers sharing a database must keep them in step (NTP)
+to well within ``LEASE - RENEW`` (45 s), or live work of a server running behind could be taken for abandoned.
 """
 
 from __future__ import annotations
@@ -95,8 +99,10 @@ class Lease:
         while not self._stop.wait(RENEW):
             try:
                 with self.session.begin() as session:
-                    kept = session.execute(update(LeaseRow).where(LeaseRow.subject == self.subject, LeaseRow.holder == self.holder)
-                                           .values(expires_at=utcnow() + LEASE).execution_options(synchronize_session=False))
+                    now = utcnow()  # a lease that ran out stays lost: recovery may already be taking its work
+                    kept = session.execute(update(LeaseRow).where(LeaseRow.subject == self.subject, LeaseRow.holder == self.holder,
+                                                                  LeaseRow.expires_at > now)
+                                           .values(expires_at=now + LEASE).execution_options(synchronize_session=False))
                 if not kept.rowcount:
                     log.warning("lease %s was lost (it ran out and the work was recovered)", self.subject)
                     return

@@ -386,15 +386,21 @@ class Programme:
                 record(session, f"visit:{visit_id}", row.enterprise, "published", maintainer, {"record": record_id})
         return self.visit(visit_id, Viewer("maintainer", maintainer))
 
-    def recover_cases(self, stale_after: timedelta = LEASE) -> list[str]:
-        """publishing → confirmed for visits whose service case was abandoned by a process that died (no live lease:
-        ``rag/leases.py``); the caller withdraws what the case may have written (``case_record_id``). Their ids."""
-        with self._tx() as session:  # one UPDATE … RETURNING: no read before the write
-            ids = session.scalars(update(VisitRow).where(VisitRow.status == "publishing",
-                                                         abandoned("visit:", VisitRow.id, VisitRow.updated_at, stale_after))
-                                  .values(status="confirmed", updated_at=utcnow()).returning(VisitRow.id)
-                                  .execution_options(synchronize_session=False)).all()
-        return list(ids)
+    def abandoned_cases(self, stale_after: timedelta = LEASE) -> list[str]:
+        """Visits whose service case was abandoned by a process that died: publishing, no live lease
+        (``rag/leases.py``), no change for ``stale_after``."""
+        with self.session() as session:
+            return list(session.scalars(select(VisitRow.id).where(
+                VisitRow.status == "publishing", abandoned("visit:", VisitRow.id, VisitRow.updated_at, stale_after))))
+
+    def recover_case(self, visit_id: str, stale_after: timedelta = LEASE) -> bool:
+        """publishing → confirmed if still abandoned (a compare-and-set); call after withdrawing the case
+        (``case_record_id``), while nothing else can publish it."""
+        with self._tx() as session:
+            return session.execute(update(VisitRow).where(
+                VisitRow.id == visit_id, VisitRow.status == "publishing",
+                abandoned("visit:", VisitRow.id, VisitRow.updated_at, stale_after))
+                .values(status="confirmed", updated_at=utcnow()).execution_options(synchronize_session=False)).rowcount == 1
 
     def _visit(self, row: VisitRow, viewer: Viewer) -> Visit:
         owner_view = viewer.role == "maintainer" or row.enterprise == viewer.principal

@@ -205,7 +205,11 @@ def publish_case(visit_id: str, body: CaseIn, p: Annotated[Principal, Depends(pr
         except BaseException:
             svc.programme.finish_case(visit_id, p.principal, None)
             raise
-        svc.programme.finish_case(visit_id, p.principal, case.id)
+        try:
+            svc.programme.finish_case(visit_id, p.principal, case.id)
+        except Conflict:  # recovered meanwhile (its lease lost): the case must not stay live without its visit
+            svc.engine.withdraw_record(case.kind, case.id)
+            raise
     finally:
         lease.release()  # after the visit left publishing
     return CaseOut.of(case)

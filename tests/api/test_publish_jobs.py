@@ -14,7 +14,7 @@ from api.jobs import PublishJobs, failure_message
 from indexer.build import build_index
 from indexer.corpus_store import CorpusBusy
 from indexer.version import LiveIndex
-from rag.db import PublishJobRow, connect, sessions, utcnow
+from rag.db import PublishEditRow, PublishJobRow, connect, sessions, utcnow
 from rag.engine import Engine, EngineConfig
 from rag.escalate import Route, TicketQueue
 from tests.api.conftest import free_port, start_server, wait_for_job
@@ -249,3 +249,22 @@ def test_a_job_queued_for_one_answer_never_publishes_another_given_meanwhile(bac
     assert jobs.wait(jobs.submit(ticket.id, "ops").id, timeout=60).state == "done"
     published = engine.live.get().records.get(queue.get(ticket.id).published_record)
     assert published.answer == ANSWER and published.extra["craftsman"] == "cm-m-3"
+
+
+def test_a_job_publishes_only_the_edit_sent_with_its_own_request(local_index, embedder, cache):
+    """An edit left from an earlier request (of an answer since withdrawn) is never published with a later request
+    that sends none: the job takes the edit of its own request."""
+    db = connect(f"sqlite:///{local_index / 'own-edit.db'}")
+    queue = TicketQueue(db)
+    engine = Engine(LiveIndex(local_index / "index", embedder), queue,
+                    EngineConfig(local_index / "corpus", local_index / "index"), cache)
+    jobs = PublishJobs(engine)
+    ticket, _ = queue.create("不锈钢管道氩弧焊背面氧化发黑（旧编辑）", f"ent-{uuid.uuid4().hex[:8]}", 0.2, [], ["焊接"],
+                             [Route("cm-m-3", "王强", 0.8)])
+    queue.claim(ticket.id, "cm-m-3")
+    queue.answer(ticket.id, "cm-m-3", ANSWER)
+    with sessions(db).begin() as s:  # an earlier request's edit, of another answer
+        s.add(PublishEditRow(ticket_id=ticket.id, question="旧问题", answer="加大焊接电流（编辑后）", edited_by="ops"))
+    assert jobs.wait(jobs.submit(ticket.id, "ops").id, timeout=60).state == "done"
+    published = engine.live.get().records.get(queue.get(ticket.id).published_record)
+    assert published.answer == ANSWER and published.question == ticket.question

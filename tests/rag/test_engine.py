@@ -183,6 +183,50 @@ def test_a_publish_killed_after_it_went_live_is_withdrawn_at_recovery_and_can_be
     assert not (again.answer and any(s.id == record.id for s in again.answer.sources))
 
 
+def test_recovery_withdraws_while_the_ticket_is_still_publishing_and_retries_when_it_cannot(engine, mini_corpus, embedder,
+                                                                                            cache, monkeypatch):
+    """A killed publish's record cannot be withdrawn while another writer holds the index: the ticket stays
+    publishing (so nothing can publish it anew meanwhile) and the next pass withdraws it, then gives it back."""
+    import threading
+    from datetime import timedelta
+
+    import indexer.build as build
+    from indexer.records import StandardQuestion, upsert_record
+    from indexer.store import IndexStore
+    from rag.engine import published_record_id
+
+    question = "不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办"
+    ticket = engine.ask(question, "ent-a").ticket
+    craftsman = ticket.routes[0].craftsman_id
+    engine.queue.claim(ticket.id, craftsman)
+    engine.queue.answer(ticket.id, craftsman, "管内充氩保护。")
+    engine.queue.start_publish(ticket.id)
+    record = StandardQuestion(id=published_record_id(ticket.id), question=question, answer="管内充氩保护。", trade="焊接")
+    upsert_record(mini_corpus, record)
+    build_index(mini_corpus, engine.config.index_dir, embedder, cache)
+    engine.live.refresh(wait=True)
+
+    monkeypatch.setattr(build, "DELTA_WAIT", 0.2)
+    held, done = threading.Event(), threading.Event()
+
+    def writer():  # another process's build holds the index
+        with IndexStore(engine.config.index_dir).writing():
+            held.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    held.wait(10)
+    try:
+        assert engine.recover(stale_after=timedelta(0)) == []
+        assert engine.queue.get(ticket.id).status == "publishing"
+    finally:
+        done.set()
+        thread.join()
+    assert engine.recover(stale_after=timedelta(0)) == [ticket.id]
+    assert engine.queue.get(ticket.id).status == "answered" and record.id not in engine.live.get().records
+
+
 def test_no_more_questions_are_assessed_at_once_than_allowed(mini_corpus, tmp_path, embedder, cache):
     build_index(mini_corpus, tmp_path / "index", embedder, cache)
     engine = Engine(LiveIndex(tmp_path / "index", embedder), TicketQueue(connect(f"sqlite:///{tmp_path / 'q.db'}")),

@@ -101,7 +101,9 @@ def test_a_visit_left_publishing_is_recovered_to_confirmed_and_a_live_one_is_not
         s.execute(update(VisitRow).where(VisitRow.id.in_(visits)).values(updated_at=utcnow() - timedelta(minutes=5)))
     alive, dead = visits
     with Lease(db, f"visit:{alive}"):
-        assert programme.recover_cases() == [dead]
+        assert programme.abandoned_cases() == [dead]
+        assert not programme.recover_case(alive) and programme.recover_case(dead)
+        assert not programme.recover_case(dead)  # once: a second recoverer finds it confirmed
     with sessions(db)() as s:
         assert dict(s.execute(select(VisitRow.id, VisitRow.status).where(VisitRow.id.in_(visits))).all()) == {
             alive: "publishing", dead: "confirmed"}
@@ -118,3 +120,19 @@ def test_a_job_row_is_abandoned_only_without_a_live_lease_and_after_the_grace(db
         found = set(s.scalars(select(PublishJobRow.id).where(PublishJobRow.id.in_([fresh, old, leased]),
                                                               abandoned("job:", PublishJobRow.id, PublishJobRow.created_at))))
     assert found == {old}
+
+
+def test_a_lease_that_ran_out_is_never_renewed(db, monkeypatch):
+    """Recovery may already be taking the work of a lease that ran out (its holder stalled): a late renewal must not
+    bring it back."""
+    monkeypatch.setattr(leases, "RENEW", 0.1)
+    subject = f"job:J{uid('x')}"
+    lease = Lease(db, subject).take()
+    try:
+        with sessions(db).begin() as s:
+            s.execute(update(LeaseRow).where(LeaseRow.subject == subject).values(expires_at=utcnow() - timedelta(seconds=1)))
+        time.sleep(0.5)  # several renewal rounds
+        with sessions(db)() as s:
+            assert s.get(LeaseRow, subject).expires_at < utcnow()
+    finally:
+        lease.release()
