@@ -24,7 +24,7 @@ import numpy as np
 from eval.datasets import Dataset, Query
 from eval.metrics import wilson
 from indexer.errors import DatasetError
-from rag.answer import SQ_DIRECT
+from rag.answer import direct_match
 from rag.confidence import Calibrator, confidence_features, fit_logistic, out_of_fold
 from rag.engine import Engine
 from rag.rank import FEATURES, RankerWeights, feature_matrix
@@ -128,7 +128,7 @@ def observe(engine: Engine, dataset: Dataset | None, ood: Sequence[Query] = (), 
         best = max(qrels.values()) if qrels else 0
         top = ranked[0] if ranked else None
         right = bool(top and qrels and qrels.get(top.candidate.record_id, 0) == best)
-        direct = bool(top and top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT)
+        direct = bool(top and direct_match(top))
         head = [s for s in ranked[:depth] if s.features]
         dense_top = min((s for s in ranked if s.candidate.dense_rank), key=lambda s: s.candidate.dense_rank, default=None)
         dense_cos = dense_top.candidate.dense_score if dense_top else 0.0

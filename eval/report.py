@@ -93,6 +93,12 @@ def _answers_md(report: dict[str, Any]) -> list[str]:
                         f"questions of trades no craftsman covers are labelled with their own trade ({labels['labelled_any']:.3f} with "
                         f"any uncovered one; escalated, a question is filed under its label), {labels['covered_mislabelled']:.3f} of "
                         f"{labels['covered_trade_questions']} questions of covered trades with an uncovered one.", ""]
+    fitted = report.get("trade_model_out_of_fold") or {}
+    if fitted:
+        lines[-2:-2] = [f"Trade model (rag/trades.py), out of fold: {fitted['uncovered_labelled_own_trade']:.3f} of "
+                        f"{fitted['uncovered_trade_questions']} questions of trades no craftsman covers labelled with their own "
+                        f"trade, {fitted['covered_mislabelled']:.3f} of {fitted['covered_trade_questions']} of covered trades with an "
+                        f"uncovered one (threshold {fitted['threshold']:.3f}).", ""]
     baseline = answers.get("raw_cosine_baseline") or {}
     if baseline:
         lines[-2:-2] = [f"The anchors' recipe (RAGFlow, MaxKB, Dify: a raw threshold on the top dense cosine), its threshold "

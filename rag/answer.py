@@ -19,6 +19,12 @@ from indexer.version import IndexVersion
 from rag.rank import Scored
 
 SQ_DIRECT = 0.8  # question-to-standard-question similarity at which the vetted answer is the fast path
+
+
+def direct_match(top: Scored) -> bool:
+    """The fast path: the top record is a standard question worded like the question (bigram Dice ≥ ``SQ_DIRECT``
+    over its question and aliases) and names no other key object than the question's (``conflict``)."""
+    return top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT and not top.features.get("conflict")
 _STEP = re.compile(r"(?=(?<![\d.])(?:\d{1,2}|[①-⑩])[.、．）)](?!\d))")
 
 

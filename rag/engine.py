@@ -30,7 +30,7 @@ from indexer.ports import NO_FILTERS, Filters
 from indexer.records import Craftsman, Record, StandardQuestion, delete_record, upsert_record
 from indexer.text import simplified
 from indexer.version import IndexVersion, LiveIndex
-from rag.answer import SQ_DIRECT, Answer, compose_answer, snippet
+from rag.answer import Answer, compose_answer, direct_match, snippet
 from rag.confidence import Calibrator, confidence_features, load_calibrator
 from rag.db import FeedbackRow, QuestionRow, SubjectFlagsRow, sessions, utcnow
 from rag.timeline import record
@@ -290,8 +290,7 @@ class Engine:
             return self._not_answered(version, question, 0.0, ranked, in_scope, vector, no_match=not filters.empty)
         confidence = self.calibrator.confidence(confidence_features(ranked, in_scope))
         top = ranked[0]
-        direct = top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT
-        if direct or confidence >= self.threshold:
+        if direct_match(top) or confidence >= self.threshold:
             answer = compose_answer(question, ranked, version, terms=terms)
             if self.config.generator and not answer.standard:
                 answer = Generator(self.config.generator).rewrite(question, answer)
