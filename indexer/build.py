@@ -145,6 +145,22 @@ def apply_changes(index_dir: Path, embedder: Embedder, cache: EmbeddingCache | N
         return _apply(store, current, list(upserts), list(deletes), embedder, cache, options)
 
 
+def withdraw_served(index_dir: Path, embedder: Embedder, cache: EmbeddingCache | None, record_ids: Sequence[str],
+                    wait: float | None = None, options: BuildOptions = BuildOptions()) -> list[str]:
+    """Delete ``record_ids`` from the serving version if it holds them, deciding under the writer lock: a build in
+    another process that read the corpus while they were in it has committed by then, so what it took in goes too
+    (``IndexBusy`` after ``wait`` seconds, ``DELTA_WAIT`` by default). Returns the ids that were served."""
+    store = IndexStore(Path(index_dir))
+    with store.writing(wait=DELTA_WAIT if wait is None else wait):
+        current = _serving(store, embedder)
+        if current is None:
+            return []
+        served = sorted(set(current.records.hashes(record_ids)))
+        if served:
+            _apply(store, current, [], served, embedder, cache, options)
+        return served
+
+
 class LocalWriter:
     """``IndexWriter`` (indexer/ports.py) over the local files: changes are collected and applied as one delta
     segment on ``commit`` (the last change of an id wins)."""

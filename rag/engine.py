@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert, select, update
 
-from indexer.build import BuildReport, apply_changes
+from indexer.build import BuildReport, apply_changes, withdraw_served
 from indexer.embedders import EmbeddingCache
 from indexer.errors import Conflict, JiangxinError, NotFound
 from indexer.milvus import MilvusSpec
@@ -435,7 +435,7 @@ class Engine:
         recovered = []
         for ticket_id in self.queue.abandoned_publishes(stale_after):
             try:
-                self._withdraw(ticket_id)
+                self.withdraw_record("standard_question", published_record_id(ticket_id))
                 if self.queue.recover_publish(ticket_id, stale_after):
                     log.warning("ticket %s was left publishing by a killed publish; back to answered", ticket_id)
                     recovered.append(ticket_id)
@@ -444,19 +444,29 @@ class Engine:
         return recovered
 
     def _withdraw(self, ticket_id: str) -> None:
-        self.withdraw_record("standard_question", published_record_id(ticket_id))
-
-    def withdraw_record(self, kind: str, record_id: str) -> None:
-        """Remove a record from the corpus and the index if it is in either (what a killed publish left behind)."""
+        """A rejected ticket's record, if a failed or killed publish left one (checked against what is served now)."""
+        record_id = published_record_id(ticket_id)
         with self.build_lock:
-            removed = delete_record(self.config.corpus_dir, kind, record_id)
+            removed = delete_record(self.config.corpus_dir, "standard_question", record_id)
             try:
                 served = record_id in self.live.get().records
             except JiangxinError:
                 served = False
             if removed or served:
-                apply_changes(self.config.index_dir, self.live.embedder, self.cache, deletes=[record_id])
-                self.live.refresh(wait=True)
+                self._withdraw_locked("standard_question", record_id)
+
+    def withdraw_record(self, kind: str, record_id: str) -> None:
+        """Remove a record abandoned work wrote from the corpus, then from the index deciding under its writer lock,
+        so a build in another process that read the corpus meanwhile loses it too (``IndexBusy`` while that build
+        runs longer than ``DELTA_WAIT``: recovery tries again)."""
+        with self.build_lock:
+            self._withdraw_locked(kind, record_id)
+
+    def _withdraw_locked(self, kind: str, record_id: str) -> None:
+        """``withdraw_record`` for a caller that holds ``build_lock``."""
+        delete_record(self.config.corpus_dir, kind, record_id)
+        if withdraw_served(self.config.index_dir, self.live.embedder, self.cache, [record_id]):
+            self.live.refresh(wait=True)
 
     def publish(self, ticket_id: str, question: str | None = None, answer: str | None = None,
                 answer_seen: tuple[str | None, str | None] | None = None) -> tuple[Ticket, BuildReport]:
@@ -470,7 +480,7 @@ class Engine:
                 raise Conflict(f"ticket {ticket_id} is confidential: it is never published")
             ticket = self.queue.start_publish(ticket_id, answer_seen)  # answered → publishing: a reject is refused
             lease = Lease(self.queue.engine, f"ticket:{ticket_id}")  # renewed while this runs: recovery leaves it be
-            written = built = False
+            written = False
             try:
                 lease.take()
                 version = self.live.get()
@@ -485,18 +495,16 @@ class Engine:
                 upsert_record(self.config.corpus_dir, record)
                 written = True
                 report = apply_changes(self.config.index_dir, self.live.embedder, self.cache, upserts=[record])  # a delta
-                built = True
                 self.live.refresh(wait=True)  # served before this returns: the next asker gets the answer
                 published = self.queue.mark_published(ticket_id, record.id)
             except BaseException:
                 try:
-                    if written:  # an answer that did not go live must not go live with the next re-index either
-                        delete_record(self.config.corpus_dir, "standard_question", record.id)
-                        if built:
-                            apply_changes(self.config.index_dir, self.live.embedder, self.cache, deletes=[record.id])
+                    if written:  # an answer that did not go live must not go live with the next re-index either,
+                        self._withdraw_locked("standard_question", record.id)  # nor with a build that read it meanwhile
                     self.queue.abort_publish(ticket_id)  # publishing → answered
                 except Exception:
-                    log.exception("ticket %s stays publishing: it could not be moved back to answered", ticket_id)
+                    log.exception("ticket %s stays publishing: recovery withdraws what it wrote and gives it back once "
+                                  "the index is free", ticket_id)
                 raise
             finally:
                 lease.release()
@@ -505,20 +513,20 @@ class Engine:
 
     def publish_record(self, record: Record) -> BuildReport:
         """Write one record into the corpus and index it as a delta, served before this returns (a service case);
-        on failure nothing of it stays in the corpus or the index."""
+        on failure nothing of it stays in the corpus or the index (withdrawn under the index's writer lock)."""
         with self.build_lock:
-            written = built = False
+            written = False
             try:
                 upsert_record(self.config.corpus_dir, record)
                 written = True
                 report = apply_changes(self.config.index_dir, self.live.embedder, self.cache, upserts=[record])
-                built = True
                 self.live.refresh(wait=True)
             except BaseException:
                 if written:
-                    delete_record(self.config.corpus_dir, record.kind, record.id)
-                    if built:
-                        apply_changes(self.config.index_dir, self.live.embedder, self.cache, deletes=[record.id])
+                    try:
+                        self._withdraw_locked(record.kind, record.id)
+                    except Exception:  # the original failure is what the caller must hear about
+                        log.exception("record %s could not be withdrawn after a failed publish", record.id)
                 raise
         self._merge_when_fragmented()
         return report

@@ -227,6 +227,53 @@ def test_recovery_withdraws_while_the_ticket_is_still_publishing_and_retries_whe
     assert engine.queue.get(ticket.id).status == "answered" and record.id not in engine.live.get().records
 
 
+def test_a_failed_publish_never_goes_live_through_a_build_that_read_its_record(engine, mini_corpus, embedder, cache,
+                                                                              monkeypatch):
+    """Another process's build takes the index right after the publish wrote its record to the corpus, reads it, and
+    holds the index past the publish's wait: the publish fails, the build commits the record anyway. The ticket stays
+    publishing until recovery withdraws the record under the index lock; then it is answered and nothing is served."""
+    import threading
+    from datetime import timedelta
+
+    import indexer.build as build
+    import rag.engine as engine_module
+    from indexer.records import load_corpus
+    from rag.engine import published_record_id
+    from tests.rag.concurrency import Pause
+
+    ticket = engine.ask("不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办", "ent-a").ticket
+    craftsman = ticket.routes[0].craftsman_id
+    engine.queue.claim(ticket.id, craftsman)
+    engine.queue.answer(ticket.id, craftsman, "管内充氩保护。")
+    record_id = published_record_id(ticket.id)
+    monkeypatch.setattr(build, "DELTA_WAIT", 0.2)
+    pause, read, delta = Pause(), build.load_corpus, engine_module.apply_changes
+    other = threading.Thread(target=build_index, args=(mini_corpus, engine.config.index_dir, embedder, cache))
+
+    def slow_read(path):
+        load = read(path)
+        pause.hit()  # the other build holds the index, the record read
+        return load
+
+    def delta_after_the_other_build_started(*args, **kwargs):
+        other.start()
+        assert pause.reached.wait(30)
+        return delta(*args, **kwargs)
+
+    monkeypatch.setattr(build, "load_corpus", slow_read)
+    monkeypatch.setattr(engine_module, "apply_changes", delta_after_the_other_build_started)
+    with pytest.raises(Exception):
+        engine.publish(ticket.id)
+    assert engine.queue.get(ticket.id).status == "publishing"  # it could not withdraw yet: left to recovery
+    pause.release.set()
+    other.join()
+    engine.live.refresh(wait=True)
+    assert record_id in engine.live.get().records  # the other build served it
+    assert engine.recover(stale_after=timedelta(0)) == [ticket.id]
+    assert record_id not in engine.live.get().records and record_id not in {r.id for r in load_corpus(mini_corpus).records}
+    assert engine.queue.get(ticket.id).status == "answered"
+
+
 def test_no_more_questions_are_assessed_at_once_than_allowed(mini_corpus, tmp_path, embedder, cache):
     build_index(mini_corpus, tmp_path / "index", embedder, cache)
     engine = Engine(LiveIndex(tmp_path / "index", embedder), TicketQueue(connect(f"sqlite:///{tmp_path / 'q.db'}")),
