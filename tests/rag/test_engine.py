@@ -158,20 +158,36 @@ def test_concurrent_duplicate_creates_yield_one_ticket_on_sqlite(tmp_path):
     assert len(ids) == 6 and len(set(ids)) == 1
 
 
-def test_a_publish_killed_after_it_went_live_is_withdrawn_at_recovery_and_can_be_rejected(engine, mini_corpus, embedder, cache):
-    from datetime import timedelta
+QUESTION = "不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办"
 
-    from indexer.records import StandardQuestion, load_corpus, upsert_record
-    from rag.engine import published_record_id
 
-    question = "不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办"
-    ticket = engine.ask(question, "ent-a").ticket
+def answered_ticket(engine):
+    """A ticket escalated from ``QUESTION`` and answered by the craftsman it was routed to first."""
+    ticket = engine.ask(QUESTION, "ent-a").ticket
     craftsman = ticket.routes[0].craftsman_id
     engine.queue.claim(ticket.id, craftsman)
     engine.queue.answer(ticket.id, craftsman, "管内充氩保护。")
+    return ticket
+
+
+def killed_publish(engine, corpus):
+    """What a publish has done when its process is killed: the ticket publishing, its record in the corpus."""
+    from indexer.records import StandardQuestion, upsert_record
+    from rag.engine import published_record_id
+
+    ticket = answered_ticket(engine)
     engine.queue.start_publish(ticket.id)
-    record = StandardQuestion(id=published_record_id(ticket.id), question=question, answer="管内充氩保护。", trade="焊接")
-    upsert_record(mini_corpus, record)  # what publish does before the process is killed …
+    record = StandardQuestion(id=published_record_id(ticket.id), question=QUESTION, answer="管内充氩保护。", trade="焊接")
+    upsert_record(corpus, record)
+    return ticket, record
+
+
+def test_a_publish_killed_after_it_went_live_is_withdrawn_at_recovery_and_can_be_rejected(engine, mini_corpus, embedder, cache):
+    from datetime import timedelta
+
+    from indexer.records import load_corpus
+
+    ticket, record = killed_publish(engine, mini_corpus)  # what publish does before the process is killed …
     build_index(mini_corpus, engine.config.index_dir, embedder, cache)
     engine.live.refresh(wait=True)
     assert record.id in engine.live.get().records  # … after the new version went live
@@ -179,7 +195,7 @@ def test_a_publish_killed_after_it_went_live_is_withdrawn_at_recovery_and_can_be
     assert record.id not in engine.live.get().records
     assert record.id not in {r.id for r in load_corpus(mini_corpus).records}
     assert engine.reject(ticket.id, "答案不完整").status == "closed"
-    again = engine.ask(question, "ent-b")
+    again = engine.ask(QUESTION, "ent-b")
     assert not (again.answer and any(s.id == record.id for s in again.answer.sources))
 
 
@@ -191,18 +207,9 @@ def test_recovery_withdraws_while_the_ticket_is_still_publishing_and_retries_whe
     from datetime import timedelta
 
     import indexer.build as build
-    from indexer.records import StandardQuestion, upsert_record
     from indexer.store import IndexStore
-    from rag.engine import published_record_id
 
-    question = "不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办"
-    ticket = engine.ask(question, "ent-a").ticket
-    craftsman = ticket.routes[0].craftsman_id
-    engine.queue.claim(ticket.id, craftsman)
-    engine.queue.answer(ticket.id, craftsman, "管内充氩保护。")
-    engine.queue.start_publish(ticket.id)
-    record = StandardQuestion(id=published_record_id(ticket.id), question=question, answer="管内充氩保护。", trade="焊接")
-    upsert_record(mini_corpus, record)
+    ticket, record = killed_publish(engine, mini_corpus)
     build_index(mini_corpus, engine.config.index_dir, embedder, cache)
     engine.live.refresh(wait=True)
 
@@ -241,10 +248,7 @@ def test_a_failed_publish_never_goes_live_through_a_build_that_read_its_record(e
     from rag.engine import published_record_id
     from tests.rag.concurrency import Pause
 
-    ticket = engine.ask("不锈钢管氩弧焊打底焊缝背面氧化发黑怎么办", "ent-a").ticket
-    craftsman = ticket.routes[0].craftsman_id
-    engine.queue.claim(ticket.id, craftsman)
-    engine.queue.answer(ticket.id, craftsman, "管内充氩保护。")
+    ticket = answered_ticket(engine)
     record_id = published_record_id(ticket.id)
     monkeypatch.setattr(build, "DELTA_WAIT", 0.2)
     pause, read, delta = Pause(), build.load_corpus, engine_module.apply_changes

@@ -134,50 +134,50 @@ class Counter(BaseHTTPRequestHandler):
         pass
 
 
-def test_racing_deliverers_post_each_event_once(db):
+@pytest.fixture
+def receiver():
+    """A webhook receiver on loopback counting the deliveries it gets; its URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), Counter)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        owner = uid("ent")
-        Webhooks(db).register(owner, f"http://127.0.0.1:{server.server_address[1]}/hook")
-        with sessions(db).begin() as session:
-            ids = [record(session, f"ticket:T{i}", owner, "created", owner) for i in range(12)]
-        Counter.hits.clear()
-        deliverers = [Deliverer(db, allow_private=True) for _ in range(4)]  # the receiver is on loopback
-        race(*(d.run_once for d in deliverers))
-        race(*(d.run_once for d in deliverers))  # anything a lease skipped the first time
-        log = Webhooks(db).deliveries(owner)
-        assert sorted(d.event_id for d in log) == sorted(ids) and all(d.state == "delivered" for d in log)
-        assert sorted(Counter.hits.values()) == [1] * len(ids)
-    finally:
-        server.shutdown()
+    Counter.hits.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
 
 
-def test_a_delivery_whose_lease_ran_out_counts_the_new_holders_outcome(db):
+def test_racing_deliverers_post_each_event_once(db, receiver):
+    owner = uid("ent")
+    Webhooks(db).register(owner, receiver)
+    with sessions(db).begin() as session:
+        ids = [record(session, f"ticket:T{i}", owner, "created", owner) for i in range(12)]
+    Counter.hits.clear()
+    deliverers = [Deliverer(db, allow_private=True) for _ in range(4)]  # the receiver is on loopback
+    race(*(d.run_once for d in deliverers))
+    race(*(d.run_once for d in deliverers))  # anything a lease skipped the first time
+    log = Webhooks(db).deliveries(owner)
+    assert sorted(d.event_id for d in log) == sorted(ids) and all(d.state == "delivered" for d in log)
+    assert sorted(Counter.hits.values()) == [1] * len(ids)
+
+
+def test_a_delivery_whose_lease_ran_out_counts_the_new_holders_outcome(db, receiver):
     """Worker A's lease runs out while it sends (a slow receiver); worker B takes the delivery. A finishing first must
     not write its outcome over B's lease (B's own would then be dropped): only the holder of the lease records."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Counter)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        owner = uid("ent")
-        Webhooks(db).register(owner, f"http://127.0.0.1:{server.server_address[1]}/hook")
-        with sessions(db).begin() as session:
-            record(session, "ticket:T1", owner, "created", owner)
-        [delivery] = Webhooks(db).deliveries(owner)
-        a, b = Deliverer(db, allow_private=True), Deliverer(db, allow_private=True)
-        lease_a = a._claim(delivery.id)
-        with sessions(db).begin() as session:  # A's lease runs out
-            session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery.id).values(next_at=utcnow() - timedelta(seconds=1)))
-        lease_b = b._claim(delivery.id)
-        assert lease_a is not None and lease_b is not None
-        a._send(delivery.id, lease_a)
-        [after_a] = Webhooks(db).deliveries(owner)
-        assert (after_a.state, after_a.attempts) == ("sending", 0)  # still B's
-        b._send(delivery.id, lease_b)
-        [final] = Webhooks(db).deliveries(owner)
-        assert (final.state, final.attempts) == ("delivered", 1)
-    finally:
-        server.shutdown()
+    owner = uid("ent")
+    Webhooks(db).register(owner, receiver)
+    with sessions(db).begin() as session:
+        record(session, "ticket:T1", owner, "created", owner)
+    [delivery] = Webhooks(db).deliveries(owner)
+    a, b = Deliverer(db, allow_private=True), Deliverer(db, allow_private=True)
+    lease_a = a._claim(delivery.id)
+    with sessions(db).begin() as session:  # A's lease runs out
+        session.execute(update(DeliveryRow).where(DeliveryRow.id == delivery.id).values(next_at=utcnow() - timedelta(seconds=1)))
+    lease_b = b._claim(delivery.id)
+    assert lease_a is not None and lease_b is not None
+    a._send(delivery.id, lease_a)
+    [after_a] = Webhooks(db).deliveries(owner)
+    assert (after_a.state, after_a.attempts) == ("sending", 0)  # still B's
+    b._send(delivery.id, lease_b)
+    [final] = Webhooks(db).deliveries(owner)
+    assert (final.state, final.attempts) == ("delivered", 1)
 
 
 def test_first_registrations_racing_each_other_all_succeed_and_one_secret_holds(db):
