@@ -39,6 +39,11 @@ class IndexBusy(JiangxinError):
     """Another process is building an index version in the same folder."""
 
 
+class WithdrawalPending(IndexBusy):
+    """A failed publish's record could not be withdrawn yet (the index busy): its work stays in flight, and recovery
+    withdraws the record once the index is free, then gives the work back."""
+
+
 class IndexCorrupt(JiangxinError):
     """An index version's files do not match its manifest."""
 

@@ -24,7 +24,7 @@ from sqlalchemy import insert, select, update
 
 from indexer.build import BuildReport, apply_changes, withdraw_served
 from indexer.embedders import EmbeddingCache
-from indexer.errors import Conflict, JiangxinError, NotFound
+from indexer.errors import Conflict, JiangxinError, NotFound, WithdrawalPending
 from indexer.milvus import MilvusSpec
 from indexer.ports import NO_FILTERS, Filters
 from indexer.records import Craftsman, Record, StandardQuestion, delete_record, upsert_record
@@ -497,14 +497,19 @@ class Engine:
                 report = apply_changes(self.config.index_dir, self.live.embedder, self.cache, upserts=[record])  # a delta
                 self.live.refresh(wait=True)  # served before this returns: the next asker gets the answer
                 published = self.queue.mark_published(ticket_id, record.id)
-            except BaseException:
+            except BaseException as failure:
                 try:
                     if written:  # an answer that did not go live must not go live with the next re-index either,
                         self._withdraw_locked("standard_question", record.id)  # nor with a build that read it meanwhile
-                    self.queue.abort_publish(ticket_id)  # publishing → answered
                 except Exception:
                     log.exception("ticket %s stays publishing: recovery withdraws what it wrote and gives it back once "
                                   "the index is free", ticket_id)
+                    raise WithdrawalPending(f"publishing ticket {ticket_id} failed and the index is busy: its answer is "
+                                            f"withdrawn once the index is free and the ticket is answered again") from failure
+                try:
+                    self.queue.abort_publish(ticket_id)  # publishing → answered
+                except Exception:
+                    log.exception("ticket %s stays publishing: recovery gives it back", ticket_id)
                 raise
             finally:
                 lease.release()
@@ -513,7 +518,8 @@ class Engine:
 
     def publish_record(self, record: Record) -> BuildReport:
         """Write one record into the corpus and index it as a delta, served before this returns (a service case);
-        on failure nothing of it stays in the corpus or the index (withdrawn under the index's writer lock)."""
+        on failure nothing of it stays in the corpus or the index (withdrawn under the index's writer lock), or
+        ``WithdrawalPending`` when that must wait for the index: the caller leaves its work to recovery."""
         with self.build_lock:
             written = False
             try:
@@ -521,12 +527,14 @@ class Engine:
                 written = True
                 report = apply_changes(self.config.index_dir, self.live.embedder, self.cache, upserts=[record])
                 self.live.refresh(wait=True)
-            except BaseException:
+            except BaseException as failure:
                 if written:
                     try:
                         self._withdraw_locked(record.kind, record.id)
-                    except Exception:  # the original failure is what the caller must hear about
+                    except Exception:
                         log.exception("record %s could not be withdrawn after a failed publish", record.id)
+                        raise WithdrawalPending(f"publishing {record.id} failed and the index is busy: it is withdrawn "
+                                                f"once the index is free; try again then") from failure
                 raise
         self._merge_when_fragmented()
         return report

@@ -16,7 +16,7 @@ from api.routes.follow import EventOut
 from api.schemas import NOT_BLANK
 from api.security import Principal
 from api.service import Service
-from indexer.errors import Conflict, NotFound
+from indexer.errors import Conflict, NotFound, WithdrawalPending
 from indexer.records import ServiceCase
 from rag.leases import Lease
 from rag.programme import Viewer, Visit, case_record_id, match_craftsman
@@ -202,6 +202,8 @@ def publish_case(visit_id: str, body: CaseIn, p: Annotated[Principal, Depends(pr
         try:
             lease.take()
             svc.engine.publish_record(case)
+        except WithdrawalPending:  # the visit stays publishing: recovery withdraws the case, then confirms it back
+            raise
         except BaseException:
             svc.programme.finish_case(visit_id, p.principal, None)
             raise
