@@ -24,7 +24,7 @@ from indexer.version import LiveIndex
 from rag.background import Periodic
 from rag.engine import Engine
 from rag.invitations import Invitations, Sweeper, recommend
-from rag.leases import RECOVER_EVERY
+from rag.leases import RECOVER_EVERY, recover_each
 from rag.programme import Programme, case_record_id
 from rag.questions import QuestionLog
 from rag.timeline import Timeline
@@ -158,16 +158,9 @@ class Recoverer(Periodic):
         return done
 
     def _visits(self) -> list[str]:
-        recovered = []
-        for visit_id in self.programme.abandoned_cases():
-            try:  # withdrawn while the visit is still publishing: no new case of it can go live in between
-                self.engine.withdraw_record("service_case", case_record_id(visit_id))
-                if self.programme.recover_case(visit_id):
-                    log.warning("visit %s was left publishing its service case by a stopped process; back to confirmed", visit_id)
-                    recovered.append(visit_id)
-            except Exception:  # noqa: BLE001 - the next pass tries again
-                log.exception("visit %s could not be recovered now; the next recovery pass tries again", visit_id)
-        return recovered
+        return recover_each(self.programme.abandoned_cases(),
+                            lambda v: self.engine.withdraw_record("service_case", case_record_id(v)),
+                            self.programme.recover_case, "visit")
 
 
 class Service:

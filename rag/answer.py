@@ -25,6 +25,8 @@ def direct_match(top: Scored) -> bool:
     """The fast path: the top record is a standard question worded like the question (bigram Dice ≥ ``SQ_DIRECT``
     over its question and aliases) and names no other key object than the question's (``conflict``)."""
     return top.candidate.kind == "standard_question" and top.sq_sim >= SQ_DIRECT and not top.features.get("conflict")
+
+
 _STEP = re.compile(r"(?=(?<![\d.])(?:\d{1,2}|[①-⑩])[.、．）)](?!\d))")
 
 

@@ -35,7 +35,7 @@ from rag.confidence import Calibrator, confidence_features, load_calibrator
 from rag.db import FeedbackRow, QuestionRow, SubjectFlagsRow, sessions, utcnow
 from rag.timeline import record
 from rag.generate import Generator, GeneratorConfig
-from rag.leases import LEASE, Lease
+from rag.leases import LEASE, Lease, recover_each
 from rag.escalate import Route, Ticket, TicketQueue, candidates, route
 from rag.rank import RankerWeights, Scored, rank_hybrid
 from rag.scope import ScopeModel, load_scope_model, named_codes, scope_features
@@ -432,16 +432,9 @@ class Engine:
         answered, the records they wrote withdrawn first — while the ticket is still publishing, so no new publish of
         it can go live in between and be withdrawn. One that cannot be withdrawn now (the index busy) stays publishing
         for the next pass."""
-        recovered = []
-        for ticket_id in self.queue.abandoned_publishes(stale_after):
-            try:
-                self.withdraw_record("standard_question", published_record_id(ticket_id))
-                if self.queue.recover_publish(ticket_id, stale_after):
-                    log.warning("ticket %s was left publishing by a killed publish; back to answered", ticket_id)
-                    recovered.append(ticket_id)
-            except Exception:  # noqa: BLE001 - the next pass tries again; the others go on
-                log.exception("ticket %s could not be recovered now; the next recovery pass tries again", ticket_id)
-        return recovered
+        return recover_each(self.queue.abandoned_publishes(stale_after),
+                            lambda t: self.withdraw_record("standard_question", published_record_id(t)),
+                            lambda t: self.queue.recover_publish(t, stale_after), "ticket")
 
     def _withdraw(self, ticket_id: str) -> None:
         """A rejected ticket's record, if a failed or killed publish left one (checked against what is served now)."""
@@ -467,6 +460,16 @@ class Engine:
         delete_record(self.config.corpus_dir, kind, record_id)
         if withdraw_served(self.config.index_dir, self.live.embedder, self.cache, [record_id]):
             self.live.refresh(wait=True)
+
+    def _undo_publish(self, kind: str, record_id: str, failure: BaseException, pending: str) -> None:
+        """After a publish failed once its record was written (caller holds ``build_lock``): withdraw it, or
+        ``WithdrawalPending`` (saying ``pending``) when the index stays busy — the caller's work stays in flight."""
+        try:
+            self._withdraw_locked(kind, record_id)
+        except Exception:
+            log.exception("%s could not be withdrawn after a failed publish; recovery withdraws it once the index is free",
+                          record_id)
+            raise WithdrawalPending(pending) from failure
 
     def publish(self, ticket_id: str, question: str | None = None, answer: str | None = None,
                 answer_seen: tuple[str | None, str | None] | None = None) -> tuple[Ticket, BuildReport]:
@@ -498,14 +501,10 @@ class Engine:
                 self.live.refresh(wait=True)  # served before this returns: the next asker gets the answer
                 published = self.queue.mark_published(ticket_id, record.id)
             except BaseException as failure:
-                try:
-                    if written:  # an answer that did not go live must not go live with the next re-index either,
-                        self._withdraw_locked("standard_question", record.id)  # nor with a build that read it meanwhile
-                except Exception:
-                    log.exception("ticket %s stays publishing: recovery withdraws what it wrote and gives it back once "
-                                  "the index is free", ticket_id)
-                    raise WithdrawalPending(f"publishing ticket {ticket_id} failed and the index is busy: its answer is "
-                                            f"withdrawn once the index is free and the ticket is answered again") from failure
+                if written:  # an answer that did not go live must not go live with the next re-index either,
+                    self._undo_publish(  # nor with a build that read it meanwhile
+                        "standard_question", record.id, failure, f"publishing ticket {ticket_id} failed and the index is "
+                        f"busy: its answer is withdrawn once the index is free and the ticket is answered again")
                 try:
                     self.queue.abort_publish(ticket_id)  # publishing → answered
                 except Exception:
@@ -529,12 +528,8 @@ class Engine:
                 self.live.refresh(wait=True)
             except BaseException as failure:
                 if written:
-                    try:
-                        self._withdraw_locked(record.kind, record.id)
-                    except Exception:
-                        log.exception("record %s could not be withdrawn after a failed publish", record.id)
-                        raise WithdrawalPending(f"publishing {record.id} failed and the index is busy: it is withdrawn "
-                                                f"once the index is free; try again then") from failure
+                    self._undo_publish(record.kind, record.id, failure, f"publishing {record.id} failed and the index is "
+                                       f"busy: it is withdrawn once the index is free; try again then")
                 raise
         self._merge_when_fragmented()
         return report

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from sqlalchemy import Engine, and_, delete, exists, literal, select, update
@@ -43,6 +44,23 @@ def abandoned(subject_prefix: str, row_id, changed_at, grace: timedelta = LEASE)
     live = exists(select(LeaseRow.subject).where(LeaseRow.subject == literal(subject_prefix) + row_id,
                                                  LeaseRow.expires_at > now))
     return and_(~live, changed_at < now - grace)
+
+
+def recover_each(abandoned_ids: Iterable[str], withdraw: Callable[[str], None], give_back: Callable[[str], bool],
+                 what: str) -> list[str]:
+    """Recover abandoned work one item at a time: ``withdraw`` what it wrote while it is still in flight (nothing can
+    publish it anew in between), then ``give_back`` (a compare-and-set: another recoverer may have done it). An item
+    that fails — the index busy — is logged and stays in flight for the next pass. Returns the ids given back."""
+    recovered = []
+    for item in abandoned_ids:
+        try:
+            withdraw(item)
+            if give_back(item):
+                log.warning("%s %s was left in flight by a stopped process; recovered", what, item)
+                recovered.append(item)
+        except Exception:  # noqa: BLE001 - the next pass tries again; the others go on
+            log.exception("%s %s could not be recovered now; the next recovery pass tries again", what, item)
+    return recovered
 
 
 def grant(session: Session, subject: str, holder: str) -> None:
