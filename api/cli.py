@@ -522,7 +522,7 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
     the calibration on the field and regulation parts and the out-of-domain questions); report out-of-fold."""
 
     from eval.answers import answer_report, fit_calibrator, fit_ranker, fit_scope, load_ood, scope_probabilities, with_scope
-    from eval.report import write_report
+    from eval.report import trade_model_sentence, write_report
     from eval.run import machine
     from rag.rank import MODELS
 
@@ -606,13 +606,10 @@ def fit(sets: Annotated[Optional[list[str]], typer.Option("--set", help="labelle
               f"out-of-domain to craftsmen {a['ood_to_craftsman']:.3f}, uncovered declined {a['uncovered_declined']:.3f} "
               f"(out-of-fold, fit parts); saved {values.index_dir / 'calibration.json'} and scope.json", highlight=False)
     _print_ceiling(a)
-    t = trade_figures
     if trade_model is None:
         out.print("trade model: not fitted (the sets name fewer than two trades)", highlight=False)
     else:
-        out.print(f"trade model, threshold {t['threshold']:.3f}: {t['uncovered_labelled_own_trade']:.3f} of {t['uncovered_trade_questions']} "
-                  f"questions of trades no craftsman covers labelled with their own trade, {t['covered_mislabelled']:.3f} of "
-                  f"{t['covered_trade_questions']} of covered trades with an uncovered one (out-of-fold); saved trades.json", highlight=False)
+        out.print(f"{trade_model_sentence(trade_figures)} Saved trades.json.", highlight=False)
 
 
 @app.command()
@@ -944,14 +941,10 @@ def _eval_answers(values: Settings, sets: list[str], ood: list[Path], ood_count:
 
 
 def _print_ceiling(answers: dict) -> None:
-    from eval.report import reached
+    from eval.report import ceiling_sentence
 
-    c = answers.get("ceiling")
-    if c:
-        out.print(f"  what bounds coverage at precision {c['target_precision']:.2f}: top record right for {c['top_record_right']:.3f} of "
-                  f"{c['answerable']} answerable (in the top 3 {c['right_in_top3']:.3f}); coverage {reached(c['coverage'])}, with an "
-                  f"oracle for unanswerable questions {reached(c['coverage_if_unanswerable_known'])}, for wrong top records "
-                  f"{reached(c['coverage_if_wrong_tops_known'])}", highlight=False)
+    if answers.get("ceiling"):
+        out.print(f"  {ceiling_sentence(answers['ceiling'])}", highlight=False)
 
 
 def main() -> None:

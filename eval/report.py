@@ -57,6 +57,23 @@ def reached(coverage: float | None) -> str:
     return f"{coverage:.3f}" if coverage is not None else "none (no threshold reaches the precision)"
 
 
+def ceiling_sentence(bound: dict[str, Any]) -> str:
+    """What bounds coverage (``eval.answers.ceiling``), in one sentence for reports and the CLI."""
+    return (f"What bounds coverage (at precision {bound['target_precision']:.2f}, the threshold chosen on these questions): the "
+            f"top record is a best-grade one for {bound['top_record_right']:.3f} of {bound['answerable']} answerable questions "
+            f"(one is in the top 3 for {bound['right_in_top3']:.3f}); coverage {reached(bound['coverage'])}, "
+            f"{reached(bound['coverage_if_unanswerable_known'])} if the questions the corpus cannot answer were never answered "
+            f"(an oracle), {reached(bound['coverage_if_wrong_tops_known'])} if wrong top records never were.")
+
+
+def trade_model_sentence(fitted: dict[str, Any]) -> str:
+    """The trade model's out-of-fold figures (``rag.trades.fit_trade_model``), for reports and the CLI."""
+    return (f"Trade model (rag/trades.py), out of fold: {fitted['uncovered_labelled_own_trade']:.3f} of "
+            f"{fitted['uncovered_trade_questions']} questions of trades no craftsman covers labelled with their own "
+            f"trade, {fitted['covered_mislabelled']:.3f} of {fitted['covered_trade_questions']} of covered trades with an "
+            f"uncovered one (threshold {fitted['threshold']:.3f}).")
+
+
 def _answers_md(report: dict[str, Any]) -> list[str]:
     answers = report.get("answers")
     if not answers:
@@ -67,50 +84,41 @@ def _answers_md(report: dict[str, Any]) -> list[str]:
              f"At the default threshold {answers['threshold']:.2f}: precision {answers['precision']:.3f}{ci('precision')} of "
              f"{answers['answered']} automatic answers, coverage {answers['coverage']:.3f}{ci('coverage')} of answerable questions, "
              f"unanswerable escalated {answers['unanswerable_escalated']:.3f}{ci('unanswerable_escalated')}, out-of-domain escalated "
-             f"{answers['ood_escalated']:.3f} ({answers['ood_questions']} questions).", "",
-             "| threshold | precision | coverage | out-of-domain escalated |", "|---|---|---|---|"]
+             f"{answers['ood_escalated']:.3f} ({answers['ood_questions']} questions).", ""]
     if "ood_to_craftsman" in answers:
-        lines[-2:-2] = [f"Three outcomes: {answers['ood_to_craftsman']:.3f}{ci('ood_to_craftsman')} of out-of-domain questions reach a craftsman "
-                        f"(goal ≤ 0.02); {answers['uncovered_declined']:.3f}{ci('uncovered_declined')} of in-domain uncovered questions are declined as out of "
-                        f"scope (goal ≤ 0.05); {answers['answerable_declined']:.3f} of answerable ones. Calibration error: ECE "
-                        f"{answers['ece']:.3f} over all questions, {answers.get('ece_in_domain', float('nan')):.3f} over the in-domain ones.", ""]
+        lines += [f"Three outcomes: {answers['ood_to_craftsman']:.3f}{ci('ood_to_craftsman')} of out-of-domain questions reach a craftsman "
+                  f"(goal ≤ 0.02); {answers['uncovered_declined']:.3f}{ci('uncovered_declined')} of in-domain uncovered questions are declined as out of "
+                  f"scope (goal ≤ 0.05); {answers['answerable_declined']:.3f} of answerable ones. Calibration error: ECE "
+                  f"{answers['ece']:.3f} over all questions, {answers.get('ece_in_domain', float('nan')):.3f} over the in-domain ones.", ""]
     sources = answers.get("by_source") or {}
     if sources:
-        table = [f"Where each question comes from, at the threshold {answers['threshold']:.2f}:", "",
-                 "| part | answerable | answered right | answered wrong | uncovered | uncovered declined | out of domain | "
-                 "out of domain to a craftsman |", "|---|---|---|---|---|---|---|---|"]
-        table += [f"| {name} | {r['answerable']} | {r['answered_right']} | {r['answered_wrong']} | {r['uncovered']} | "
+        lines += [f"Where each question comes from, at the threshold {answers['threshold']:.2f}:", "",
+                  "| part | answerable | answered right | answered wrong | uncovered | uncovered declined | out of domain | "
+                  "out of domain to a craftsman |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {r['answerable']} | {r['answered_right']} | {r['answered_wrong']} | {r['uncovered']} | "
                   f"{r['uncovered_declined']} | {r['ood']} | {r['ood_to_craftsman']} |" for name, r in sources.items()]
-        lines[-2:-2] = table + [""]
+        lines.append("")
     routing = answers.get("routing") or {}
     if routing.get("first_craftsman_in_gold_trade") is not None:
-        lines[-2:-2] = [f"Routing: the first routed craftsman works in the question's gold trade for "
-                        f"{routing['first_craftsman_in_gold_trade']:.3f} of {routing['escalated_answerable']} escalated answerable questions "
-                        f"({routing['first_craftsman_in_gold_trade_all']:.3f} of all {routing['all_answerable']} answerable ones).", ""]
+        lines += [f"Routing: the first routed craftsman works in the question's gold trade for "
+                  f"{routing['first_craftsman_in_gold_trade']:.3f} of {routing['escalated_answerable']} escalated answerable questions "
+                  f"({routing['first_craftsman_in_gold_trade_all']:.3f} of all {routing['all_answerable']} answerable ones).", ""]
     labels = answers.get("trade_labels") or {}
     if labels.get("uncovered_trade_questions"):
-        lines[-2:-2] = [f"Trade labels (rag/trades.py): {labels['labelled_own_trade']:.3f} of {labels['uncovered_trade_questions']} in-domain "
-                        f"questions of trades no craftsman covers are labelled with their own trade ({labels['labelled_any']:.3f} with "
-                        f"any uncovered one; escalated, a question is filed under its label), {labels['covered_mislabelled']:.3f} of "
-                        f"{labels['covered_trade_questions']} questions of covered trades with an uncovered one.", ""]
-    fitted = report.get("trade_model_out_of_fold") or {}
-    if fitted:
-        lines[-2:-2] = [f"Trade model (rag/trades.py), out of fold: {fitted['uncovered_labelled_own_trade']:.3f} of "
-                        f"{fitted['uncovered_trade_questions']} questions of trades no craftsman covers labelled with their own "
-                        f"trade, {fitted['covered_mislabelled']:.3f} of {fitted['covered_trade_questions']} of covered trades with an "
-                        f"uncovered one (threshold {fitted['threshold']:.3f}).", ""]
+        lines += [f"Trade labels (rag/trades.py): {labels['labelled_own_trade']:.3f} of {labels['uncovered_trade_questions']} in-domain "
+                  f"questions of trades no craftsman covers are labelled with their own trade ({labels['labelled_any']:.3f} with "
+                  f"any uncovered one; escalated, a question is filed under its label), {labels['covered_mislabelled']:.3f} of "
+                  f"{labels['covered_trade_questions']} questions of covered trades with an uncovered one.", ""]
+    if report.get("trade_model_out_of_fold"):
+        lines += [trade_model_sentence(report["trade_model_out_of_fold"]), ""]
     baseline = answers.get("raw_cosine_baseline") or {}
     if baseline:
-        lines[-2:-2] = [f"The anchors' recipe (RAGFlow, MaxKB, Dify: a raw threshold on the top dense cosine), its threshold "
-                        f"chosen on these very questions for precision ≥ {baseline['target_precision']:.3f}: coverage "
-                        f"{baseline['coverage']:.3f} (threshold {baseline['threshold']}).", ""]
-    bound = answers.get("ceiling") or {}
-    if bound:
-        lines[-2:-2] = [f"What bounds coverage (at precision {bound['target_precision']:.2f}, the threshold chosen on these questions): the top record is a "
-                        f"best-grade one for {bound['top_record_right']:.3f} of {bound['answerable']} answerable questions (one is in "
-                        f"the top 3 for {bound['right_in_top3']:.3f}); coverage {reached(bound['coverage'])}, "
-                        f"{reached(bound['coverage_if_unanswerable_known'])} if the questions the corpus cannot answer were never "
-                        f"answered (an oracle), {reached(bound['coverage_if_wrong_tops_known'])} if wrong top records never were.", ""]
+        lines += [f"The anchors' recipe (RAGFlow, MaxKB, Dify: a raw threshold on the top dense cosine), its threshold "
+                  f"chosen on these very questions for precision ≥ {baseline['target_precision']:.3f}: coverage "
+                  f"{baseline['coverage']:.3f} (threshold {baseline['threshold']}).", ""]
+    if answers.get("ceiling"):
+        lines += [ceiling_sentence(answers["ceiling"]), ""]
+    lines += ["| threshold | precision | coverage | out-of-domain escalated |", "|---|---|---|---|"]
     for point in answers.get("curve", [])[::5]:
         lines.append(f"| {point['threshold']:.2f} | {point['precision']:.3f} | {point['coverage']:.3f} | {point['ood_escalated']:.3f} |")
     lines += ["", "| confidence bin | questions | mean confidence | share right |", "|---|---|---|---|"]
