@@ -4,6 +4,8 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,6 +109,28 @@ def interleave(first: Callable[[], Any], second: Callable[[], Any], pause: Pause
     a.join()
     b.join()
     return outcomes[0], outcomes[1]
+
+
+@contextmanager
+def index_held(index_dir: Path) -> Iterator[None]:
+    """Another writer — a build in another process — holds the index in ``index_dir`` until the block ends."""
+    from indexer.store import IndexStore
+
+    held, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with IndexStore(index_dir).writing():
+            held.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert held.wait(10), "the other writer never took the index"
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 PG_URL = os.environ.get("JIANGXIN_TEST_POSTGRES_URL", "postgresql+psycopg://jx:jx@127.0.0.1:5432/jx")

@@ -203,33 +203,19 @@ def test_recovery_withdraws_while_the_ticket_is_still_publishing_and_retries_whe
                                                                                             cache, monkeypatch):
     """A killed publish's record cannot be withdrawn while another writer holds the index: the ticket stays
     publishing (so nothing can publish it anew meanwhile) and the next pass withdraws it, then gives it back."""
-    import threading
     from datetime import timedelta
 
     import indexer.build as build
-    from indexer.store import IndexStore
+    from tests.rag.concurrency import index_held
 
     ticket, record = killed_publish(engine, mini_corpus)
     build_index(mini_corpus, engine.config.index_dir, embedder, cache)
     engine.live.refresh(wait=True)
 
     monkeypatch.setattr(build, "DELTA_WAIT", 0.2)
-    held, done = threading.Event(), threading.Event()
-
-    def writer():  # another process's build holds the index
-        with IndexStore(engine.config.index_dir).writing():
-            held.set()
-            done.wait(30)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    held.wait(10)
-    try:
+    with index_held(engine.config.index_dir):  # another process's build holds the index
         assert engine.recover(stale_after=timedelta(0)) == []
         assert engine.queue.get(ticket.id).status == "publishing"
-    finally:
-        done.set()
-        thread.join()
     assert engine.recover(stale_after=timedelta(0)) == [ticket.id]
     assert engine.queue.get(ticket.id).status == "answered" and record.id not in engine.live.get().records
 
