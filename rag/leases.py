@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from sqlalchemy import Engine, and_, delete, exists, literal, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from rag.db import LeaseRow, sessions, utcnow
@@ -64,10 +65,13 @@ def recover_each(abandoned_ids: Iterable[str], withdraw: Callable[[str], None], 
 
 
 def grant(session: Session, subject: str, holder: str) -> None:
-    """Write the lease in the caller's transaction (replacing an expired one of a dead holder)."""
-    session.execute(delete(LeaseRow).where(LeaseRow.subject == subject))
-    session.add(LeaseRow(subject=subject, holder=holder, expires_at=utcnow() + LEASE))
-    session.flush()
+    """Write the lease in the caller's transaction: one upsert, so it replaces an expired one of a dead holder, and of
+    several takers at once the last one holds it (the others' renewals and releases then touch nothing)."""
+    dialect = session.get_bind().dialect.name
+    upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(LeaseRow).values(
+        subject=subject, holder=holder, expires_at=utcnow() + LEASE)
+    session.execute(upsert.on_conflict_do_update(index_elements=["subject"], set_={
+        "holder": upsert.excluded.holder, "expires_at": upsert.excluded.expires_at}))
 
 
 class Lease:
@@ -81,14 +85,8 @@ class Lease:
 
     def take(self) -> "Lease":
         """Write the lease in its own transaction and start renewing it."""
-        for attempt in range(2):
-            try:
-                with self.session.begin() as session:
-                    grant(session, self.subject, self.holder)
-                break
-            except IntegrityError:  # another process took it between our delete and insert: theirs goes, ours stays
-                if attempt:
-                    raise
+        with self.session.begin() as session:
+            grant(session, self.subject, self.holder)
         return self.start()
 
     def start(self) -> "Lease":

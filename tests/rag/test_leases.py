@@ -12,7 +12,7 @@ from rag.db import LeaseRow, PublishJobRow, TicketRow, VisitRow, sessions, utcno
 from rag.escalate import Route, TicketQueue
 from rag.leases import Lease, abandoned, grant
 from rag.programme import Programme
-from tests.rag.concurrency import postgres_for_run, sqlite_or_postgres, uid
+from tests.rag.concurrency import postgres_for_run, race, sqlite_or_postgres, uid
 
 SOON = (utcnow() + timedelta(days=10)).date().isoformat()
 
@@ -136,3 +136,27 @@ def test_a_lease_that_ran_out_is_never_renewed(db, monkeypatch):
             assert s.get(LeaseRow, subject).expires_at < utcnow()
     finally:
         lease.release()
+
+
+def test_recoverers_racing_for_one_abandoned_publish_give_it_back_once(db):
+    queue = TicketQueue(db, quota_per_day=None)
+    ticket_id = publishing_ticket(db)
+    outcomes = race(*[lambda: queue.recover_publish(ticket_id)] * 6)
+    assert outcomes.count(True) == 1 and outcomes.count(False) == 5, outcomes
+    assert queue.get(ticket_id).status == "answered"
+
+
+def test_processes_racing_to_take_one_lease_leave_exactly_one_holder(db):
+    subject = f"job:J{uid('x')}"
+    leases_taken = [Lease(db, subject) for _ in range(6)]
+    outcomes = race(*(lease.take for lease in leases_taken))
+    try:
+        assert all(isinstance(o, Lease) for o in outcomes), outcomes
+        with sessions(db)() as s:
+            rows = s.scalars(select(LeaseRow).where(LeaseRow.subject == subject)).all()
+        assert len(rows) == 1 and rows[0].holder in {lease.holder for lease in leases_taken}
+    finally:
+        for lease in leases_taken:
+            lease.release()
+    with sessions(db)() as s:
+        assert s.get(LeaseRow, subject) is None  # the holder's release removed it; the others' touched nothing of it
